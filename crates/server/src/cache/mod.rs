@@ -1,0 +1,1 @@
+//! Cache and pub/sub: Redis when configured, in-process otherwise.

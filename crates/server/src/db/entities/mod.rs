@@ -1,0 +1,3 @@
+//! SeaORM entities, hand-written, one module per table.
+
+pub mod job;

@@ -1,0 +1,20 @@
+//! Versioned schema migrations. They only ever add: SQLite cannot drop
+//! constraints, and a migration that has shipped is never edited.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_core_schema;
+mod m20261125_000002_job_queue;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261125_000001_core_schema::Migration),
+            Box::new(m20261125_000002_job_queue::Migration),
+        ]
+    }
+}

@@ -1,0 +1,81 @@
+//! The transport-agnostic error every service returns. It carries a stable
+//! machine-readable kind and a message meant for the caller; internal causes are
+//! kept apart so they are logged, never sent.
+
+use std::fmt;
+
+/// One invalid input field, addressed by a JSON-pointer-like path (`/email`,
+/// `/items/0/qty`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Validation {
+        message: String,
+        fields: Vec<FieldError>,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something that is our fault. The cause is logged; the caller only learns
+    /// that it happened.
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl Error {
+    pub fn not_found(what: impl fmt::Display) -> Self {
+        Self::NotFound(format!("{what} not found"))
+    }
+
+    pub fn invalid(fields: Vec<FieldError>) -> Self {
+        Self::Validation {
+            message: "The request has invalid fields.".to_owned(),
+            fields,
+        }
+    }
+
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldError::new(field, message)])
+    }
+}
+
+impl From<sea_orm::DbErr> for Error {
+    fn from(err: sea_orm::DbErr) -> Self {
+        Self::Internal(err.into())
+    }
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Internal(err)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

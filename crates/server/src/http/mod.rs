@@ -1,0 +1,1 @@
+//! HTTP layer: thin axum handlers, extractors, OpenAPI.

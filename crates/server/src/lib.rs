@@ -1,0 +1,13 @@
+//! VMCloud as a library: configuration, persistence, cache, jobs, HTTP API and
+//! the domain modules. The `vmcloud` binary is a thin CLI over this crate.
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod jobs;
+pub mod modules;
+pub mod startup;
+pub mod telemetry;

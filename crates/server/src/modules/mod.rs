@@ -1,0 +1,1 @@
+//! Domain modules: business rules, no HTTP types.
