@@ -102,21 +102,16 @@ impl Database {
 
     /// Connections open and idle in the primary pool, for metrics.
     pub fn pool_usage(&self) -> PoolUsage {
-        match self.backend() {
-            DbBackend::Sqlite => {
-                let pool = self.write.get_sqlite_connection_pool();
-                PoolUsage {
-                    size: pool.size(),
-                    idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
-                }
-            }
-            _ => {
-                let pool = self.write.get_postgres_connection_pool();
-                PoolUsage {
-                    size: pool.size(),
-                    idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
-                }
-            }
+        let (size, idle) = if self.backend() == DbBackend::Sqlite {
+            let pool = self.write.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        } else {
+            let pool = self.write.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        };
+        PoolUsage {
+            size,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
         }
     }
 

@@ -1,0 +1,121 @@
+//! Shared test support: a fresh database per test and an isolated Redis key
+//! space, chosen by the environment.
+//!
+//! - `VMCLOUD_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`):
+//!   each test gets a freshly created PostgreSQL database; otherwise a temp
+//!   SQLite file.
+//! - `VMCLOUD_TEST_REDIS_URL`: tests that take a Redis backend get their own key
+//!   prefix on that server; otherwise they use the in-process backend only.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use sea_orm::ConnectionTrait as _;
+use secrecy::SecretString;
+use tempfile::TempDir;
+use vmcloud_server::db::{Database, DatabaseSettings};
+
+/// A database that exists for one test. SQLite files vanish with the temp
+/// directory; PostgreSQL databases are named `vmcloud_t_*` and dropped by the
+/// test script before each run.
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub settings: DatabaseSettings,
+    pub dir: TempDir,
+    /// The PostgreSQL database name, when on PostgreSQL.
+    pub pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn fresh() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, pg_name) = match std::env::var("VMCLOUD_TEST_DATABASE_URL") {
+            Ok(base) if !base.is_empty() => {
+                let name = format!("vmcloud_t_{}", uuid::Uuid::new_v4().simple());
+                let admin = sea_orm::Database::connect(base.as_str())
+                    .await
+                    .expect("VMCLOUD_TEST_DATABASE_URL must be reachable");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                (
+                    Some(SecretString::from(with_database(&base, &name))),
+                    Some(name),
+                )
+            }
+            _ => (None, None),
+        };
+        let settings = DatabaseSettings {
+            url,
+            read_url: None,
+            data_dir: dir.path().to_path_buf(),
+            max_connections: 5,
+            connect_timeout: Duration::from_secs(5),
+        };
+        Self {
+            settings,
+            dir,
+            pg_name,
+        }
+    }
+
+    /// Connects and migrates.
+    pub async fn connect(&self) -> Database {
+        let db = Database::connect(&self.settings).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        db
+    }
+
+    /// Makes the database unreachable: drops the PostgreSQL database, forcing
+    /// its connections closed, or deletes the SQLite file.
+    pub async fn destroy(&self) {
+        match &self.pg_name {
+            Some(name) => {
+                let base = std::env::var("VMCLOUD_TEST_DATABASE_URL").expect("set");
+                let admin = sea_orm::Database::connect(base.as_str())
+                    .await
+                    .expect("admin");
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                    .await
+                    .expect("drop test database");
+                admin.close().await.ok();
+            }
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ =
+                        std::fs::remove_file(self.dir.path().join(format!("vmcloud.db{suffix}")));
+                }
+            }
+        }
+    }
+}
+
+/// Replaces the database name (the URL path) in a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{name}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// The Redis server to test against, if any, with a key prefix no other test
+/// uses.
+pub fn test_redis() -> Option<(SecretString, String)> {
+    let url = std::env::var("VMCLOUD_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let prefix = format!("vmcloud-test:{}:", uuid::Uuid::new_v4().simple());
+    Some((SecretString::from(url), prefix))
+}
