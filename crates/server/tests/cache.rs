@@ -537,6 +537,10 @@ async fn redis_connections_recover_after_being_killed() {
         .query_async::<()>(&mut admin)
         .await
         .expect("create the ACL user");
+    let _delete_user = AclUserGuard {
+        client: admin_client.clone(),
+        user: user.clone(),
+    };
 
     let user_url = SecretString::from(with_credentials(url.expose_secret(), &user, "pw"));
     let cache = connect_redis(&user_url, &prefix).await;
@@ -582,12 +586,27 @@ async fn redis_connections_recover_after_being_killed() {
         .set("k", b"v", None)
         .await
         .expect("set after reconnecting");
+}
 
-    redis::cmd("ACL")
-        .arg(&["DELUSER", &user])
-        .query_async::<()>(&mut admin)
-        .await
-        .expect("delete the ACL user");
+/// Deletes the throw-away ACL user however the test ends, so a failure does
+/// not leave it on the shared server.
+struct AclUserGuard {
+    client: redis::Client,
+    user: String,
+}
+
+impl Drop for AclUserGuard {
+    fn drop(&mut self) {
+        // Synchronous on purpose: Drop cannot await, and this runs once.
+        let deleted = self.client.get_connection().and_then(|mut connection| {
+            redis::cmd("ACL")
+                .arg(&["DELUSER", &self.user])
+                .exec(&mut connection)
+        });
+        if let Err(error) = deleted {
+            eprintln!("could not delete the ACL user {}: {error}", self.user);
+        }
+    }
 }
 
 /// `url` with its user info replaced by `user:password`.
