@@ -1,0 +1,114 @@
+//! The account ledger: append-only, one signed amount per movement. A user's
+//! balance is the sum of their rows; corrections are new rows, never edits.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{InstanceId, InvoiceId, TransactionId, UserId};
+
+/// What moved the balance.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(32))",
+    rename_all = "snake_case"
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionKind {
+    Usage,
+    Invoice,
+    Payment,
+    Refund,
+    CreditAdjustment,
+    Coupon,
+    TopUp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "transactions")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: TransactionId,
+    pub user_id: UserId,
+    pub kind: TransactionKind,
+    /// Minor units; positive credits the account, negative debits it.
+    pub amount_minor: i64,
+    pub currency: String,
+    pub invoice_id: Option<InvoiceId>,
+    pub instance_id: Option<InstanceId>,
+    /// The payment provider (`stripe`, …) for money that came from outside.
+    pub provider: Option<String>,
+    /// The provider's id for the payment; unique per provider, so a replayed
+    /// webhook cannot credit twice.
+    pub provider_ref: Option<String>,
+    #[sea_orm(column_type = "Text")]
+    pub description: String,
+    /// The staff member who made a manual entry.
+    pub created_by: Option<UserId>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::user::Entity",
+        from = "Column::UserId",
+        to = "super::user::Column::Id",
+        on_delete = "NoAction"
+    )]
+    User,
+    #[sea_orm(
+        belongs_to = "super::invoice::Entity",
+        from = "Column::InvoiceId",
+        to = "super::invoice::Column::Id",
+        on_delete = "NoAction"
+    )]
+    Invoice,
+    #[sea_orm(
+        belongs_to = "super::instance::Entity",
+        from = "Column::InstanceId",
+        to = "super::instance::Column::Id",
+        on_delete = "SetNull"
+    )]
+    Instance,
+    #[sea_orm(
+        belongs_to = "super::user::Entity",
+        from = "Column::CreatedBy",
+        to = "super::user::Column::Id",
+        on_delete = "SetNull"
+    )]
+    Creator,
+}
+
+impl Related<super::user::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::User.def()
+    }
+}
+
+impl Related<super::invoice::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Invoice.def()
+    }
+}
+
+impl Related<super::instance::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Instance.def()
+    }
+}
+
+stamped_behavior!();
