@@ -64,6 +64,7 @@ on_every_backend!(
     exhausted_job_is_dead_lettered_with_its_last_error,
     panics_and_unknown_kinds_are_failures,
     expired_lease_is_taken_over,
+    job_lost_on_its_last_attempt_is_dead_lettered,
     heartbeats_keep_a_long_job_leased,
     stale_worker_cannot_clobber_the_new_owner,
     concurrency_is_capped,
@@ -554,6 +555,49 @@ async fn expired_lease_is_taken_over(queue: JobQueue) {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].0.id, id);
     assert_eq!(runs[0].0.attempt, 2, "the lost run counts as an attempt");
+}
+
+async fn job_lost_on_its_last_attempt_is_dead_lettered(queue: JobQueue) {
+    let id = enqueue_new(
+        &queue,
+        NewJob::new("once", json!({}))
+            .unique_key("once:1")
+            .max_attempts(1),
+    )
+    .await;
+    let claimed = queue
+        .claim("vanished-worker", 1, Duration::from_millis(100))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    wait_until("the lapsed job is dead-lettered", || async {
+        let again = queue
+            .claim("rival", 1, Duration::from_secs(30))
+            .await
+            .expect("claim");
+        assert!(again.is_empty(), "a job out of attempts ran again");
+        queue
+            .job(id)
+            .await
+            .expect("read")
+            .is_some_and(|job| job.status == JobStatus::Dead)
+    })
+    .await;
+    let record = queue.job(id).await.expect("read").expect("kept");
+    assert_eq!(record.attempts, 1);
+    assert_eq!(record.locked_by, None);
+    let error = record.last_error.expect("error kept");
+    assert!(error.contains("stopped heartbeating"), "{error}");
+    assert_eq!(
+        stats(&queue).await,
+        QueueStats {
+            dead: 1,
+            ..QueueStats::default()
+        }
+    );
+    // Its unique key is free again.
+    let next = enqueue_new(&queue, NewJob::new("once", json!({})).unique_key("once:1")).await;
+    assert_ne!(next, id);
 }
 
 async fn heartbeats_keep_a_long_job_leased(queue: JobQueue) {

@@ -55,6 +55,7 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// A job due now, with [`DEFAULT_MAX_ATTEMPTS`] and no unique key.
     pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
         Self {
             kind: kind.into(),
@@ -65,18 +66,21 @@ impl NewJob {
         }
     }
 
+    /// Deduplicates against pending jobs with the same key.
     #[must_use]
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
         self
     }
 
+    /// Delays the job until `at`.
     #[must_use]
     pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
         self.run_at = Some(at);
         self
     }
 
+    /// Runs before dead-lettering, at least 1.
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
@@ -368,6 +372,7 @@ impl JobQueue {
         }
     }
 
+    /// Counts of jobs by state, read from the replica when there is one.
     pub async fn stats(&self) -> anyhow::Result<QueueStats> {
         let now = Utc::now();
         match &self.inner.store {

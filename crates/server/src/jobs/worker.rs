@@ -135,6 +135,7 @@ impl fmt::Debug for WorkerPool {
 }
 
 impl WorkerPool {
+    /// A pool with no handlers yet; register them before [`WorkerPool::run`].
     pub fn new(queue: JobQueue, config: WorkerConfig) -> Self {
         Self {
             queue,
