@@ -14,8 +14,10 @@ pub struct Model {
     pub payload: Json,
     /// `queued`, `running` or `dead`.
     pub status: String,
-    /// While the job is pending, a second enqueue with the same key is a no-op.
-    #[sea_orm(unique)]
+    /// While the job is pending (`queued` or `running`), a second enqueue with
+    /// the same key returns this job instead of adding one. Unique among
+    /// pending jobs only (a partial index), so a dead job keeps its key for the
+    /// operator without blocking a new one.
     pub unique_key: Option<String>,
     pub attempts: i32,
     pub max_attempts: i32,
@@ -23,6 +25,8 @@ pub struct Model {
     /// The lease of the worker running it; past this time another worker may
     /// take the job over.
     pub locked_until: Option<DateTimeUtc>,
+    /// The worker holding the lease; with `attempts` it fences off a worker
+    /// whose lease was taken over.
     pub locked_by: Option<String>,
     pub last_error: Option<String>,
     pub created_at: DateTimeUtc,

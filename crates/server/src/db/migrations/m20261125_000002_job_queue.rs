@@ -32,7 +32,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Jobs::Kind).string_len(100).not_null())
                     .col(ColumnDef::new(Jobs::Payload).json_binary().not_null())
                     .col(ColumnDef::new(Jobs::Status).string_len(16).not_null())
-                    .col(ColumnDef::new(Jobs::UniqueKey).string_len(255).unique_key())
+                    .col(ColumnDef::new(Jobs::UniqueKey).string_len(255))
                     .col(
                         ColumnDef::new(Jobs::Attempts)
                             .integer()
@@ -69,6 +69,20 @@ impl MigrationTrait for Migration {
                     .table(Jobs::Table)
                     .col(Jobs::Status)
                     .col(Jobs::RunAt)
+                    .to_owned(),
+            )
+            .await?;
+        // A unique key is taken only while its job is pending: dead jobs keep
+        // theirs for inspection but must not block a new enqueue. Both SQLite
+        // and PostgreSQL have partial indexes, and NULLs never collide.
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_jobs_unique_key_pending")
+                    .table(Jobs::Table)
+                    .col(Jobs::UniqueKey)
+                    .unique()
+                    .and_where(Expr::col(Jobs::Status).ne("dead"))
                     .to_owned(),
             )
             .await
