@@ -1,1 +1,389 @@
+//! Configuration: defaults < config file (`vmcloud.toml` or `--config PATH`) <
+//! environment (`VMCLOUD_*`, plus `DATABASE_URL`, `DATABASE_READ_URL` and
+//! `REDIS_URL`). Everything is validated once, at start.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::db::DatabaseSettings;
+
+/// The file read when no `--config` is given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "vmcloud.toml";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Text,
+    /// One JSON object per line, for ELK and friends.
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// Where the embedded database, keys and VM files live.
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// A tracing filter directive, e.g. `info` or `vmcloud_server=debug,info`.
+    pub log_level: String,
+    /// `postgres://…`; unset means SQLite at `$data_dir/vmcloud.db`.
+    pub database_url: Option<SecretString>,
+    /// A read replica for read-only queries.
+    pub database_read_url: Option<SecretString>,
+    pub database_max_connections: u32,
+    /// `redis://…`; unset means in-process cache and a database-backed queue.
+    pub redis_url: Option<SecretString>,
+    /// Namespace for every Redis key and channel of this deployment.
+    pub redis_prefix: String,
+    pub request_timeout_secs: u64,
+    pub body_limit_bytes: usize,
+    /// How long a shutdown waits for in-flight requests and jobs.
+    pub shutdown_timeout_secs: u64,
+    pub worker_concurrency: usize,
+    pub worker_poll_interval_ms: u64,
+    /// How long a claimed job stays invisible to other workers without a
+    /// heartbeat before it is considered abandoned.
+    pub job_visibility_timeout_secs: u64,
+}
+
+/// The defaults, as a serialisable layer under the file and the environment.
+#[derive(Serialize)]
+struct Defaults {
+    bind: &'static str,
+    data_dir: &'static str,
+    log_format: LogFormat,
+    log_level: &'static str,
+    database_max_connections: u32,
+    redis_prefix: &'static str,
+    request_timeout_secs: u64,
+    body_limit_bytes: usize,
+    shutdown_timeout_secs: u64,
+    worker_concurrency: usize,
+    worker_poll_interval_ms: u64,
+    job_visibility_timeout_secs: u64,
+}
+
+const DEFAULTS: Defaults = Defaults {
+    bind: "127.0.0.1:8080",
+    data_dir: "./data",
+    log_format: LogFormat::Text,
+    log_level: "info",
+    database_max_connections: 10,
+    redis_prefix: "vmcloud:",
+    request_timeout_secs: 30,
+    body_limit_bytes: 1024 * 1024,
+    shutdown_timeout_secs: 20,
+    worker_concurrency: 4,
+    worker_poll_interval_ms: 1000,
+    job_visibility_timeout_secs: 300,
+};
+
+/// Unprefixed variables that deployment platforms conventionally set.
+const CONVENTIONAL_ENV: [&str; 3] = ["DATABASE_URL", "DATABASE_READ_URL", "REDIS_URL"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads and validates the configuration. `file` is an explicit
+    /// `--config`; without one, `vmcloud.toml` in the working directory is
+    /// read if present.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        Self::from_figment(&Self::figment(file.as_deref()))
+    }
+
+    /// The built-in defaults alone, ignoring files and the environment: the
+    /// starting point for tests and tools that configure in code.
+    pub fn defaults() -> Self {
+        Self::from_figment(&Figment::from(Serialized::defaults(DEFAULTS)))
+            .expect("the defaults are valid")
+    }
+
+    fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(DEFAULTS));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(
+                // `VMCLOUD_CONFIG` names the file and `VMCLOUD_TEST_*` belongs
+                // to the test harness; neither is a setting.
+                Env::prefixed("VMCLOUD_").filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    key != "config" && !key.starts_with("test_")
+                }),
+            )
+            .merge(Env::raw().only(&CONVENTIONAL_ENV))
+    }
+
+    fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment
+            .extract()
+            .map_err(|err| ConfigError::Invalid(one_line(&err)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        for (name, url) in [
+            ("database_url", &self.database_url),
+            ("database_read_url", &self.database_read_url),
+        ] {
+            if let Some(url) = url {
+                let url = url.expose_secret();
+                if !(url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:"))
+                {
+                    return invalid(format!(
+                        "{name} must start with postgres://, postgresql:// or sqlite:"
+                    ));
+                }
+            }
+        }
+        if self.database_read_url.is_some() && self.database_url.is_none() {
+            return invalid("database_read_url needs database_url".into());
+        }
+        if let Some(url) = &self.redis_url {
+            let url = url.expose_secret();
+            if !["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return invalid("redis_url must start with redis://, rediss:// or unix://".into());
+            }
+        }
+        if self.redis_prefix.is_empty() {
+            return invalid("redis_prefix must not be empty".into());
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return invalid(format!("log_level {:?}: {err}", self.log_level));
+        }
+        for (name, value, min, max) in [
+            (
+                "database_max_connections",
+                u64::from(self.database_max_connections),
+                1,
+                1000,
+            ),
+            ("request_timeout_secs", self.request_timeout_secs, 1, 3600),
+            (
+                "body_limit_bytes",
+                self.body_limit_bytes as u64,
+                1024,
+                1 << 30,
+            ),
+            ("shutdown_timeout_secs", self.shutdown_timeout_secs, 1, 3600),
+            (
+                "worker_concurrency",
+                self.worker_concurrency as u64,
+                1,
+                1024,
+            ),
+            (
+                "worker_poll_interval_ms",
+                self.worker_poll_interval_ms,
+                10,
+                60_000,
+            ),
+            (
+                "job_visibility_timeout_secs",
+                self.job_visibility_timeout_secs,
+                5,
+                86_400,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return invalid(format!(
+                    "{name} must be between {min} and {max}, got {value}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn database(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            read_url: self.database_read_url.clone(),
+            data_dir: self.data_dir.clone(),
+            max_connections: self.database_max_connections,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+/// Figment errors can span lines; start-up failures are reported on one.
+fn one_line(err: &figment::Error) -> String {
+    err.clone()
+        .into_iter()
+        .map(|e| {
+            e.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+// figment's error type is large; it only travels through these tests.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn load_in(jail: &Jail, file: Option<&str>) -> Result<Config, ConfigError> {
+        let path = file.map(|name| jail.directory().join(name));
+        Config::load(path.as_deref())
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_environment() {
+        Jail::expect_with(|jail| {
+            let config = load_in(jail, None).expect("defaults are valid");
+            assert_eq!(config.bind, "127.0.0.1:8080".parse().expect("addr"));
+            assert_eq!(config.data_dir, PathBuf::from("./data"));
+            assert_eq!(config.log_format, LogFormat::Text);
+            assert!(config.database_url.is_none());
+            assert!(config.redis_url.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "bind = \"0.0.0.0:9000\"\nlog_format = \"json\"\ndata_dir = \"/srv/vmcloud\"",
+            )?;
+            jail.set_env("VMCLOUD_BIND", "127.0.0.1:7000");
+            jail.set_env("DATABASE_URL", "postgres://vm:pw@db/vmcloud");
+            let config = load_in(jail, Some("custom.toml")).expect("valid");
+            assert_eq!(config.bind, "127.0.0.1:7000".parse().expect("addr"));
+            assert_eq!(config.log_format, LogFormat::Json);
+            assert_eq!(config.data_dir, PathBuf::from("/srv/vmcloud"));
+            assert_eq!(
+                config
+                    .database_url
+                    .as_ref()
+                    .map(secrecy::ExposeSecret::expose_secret),
+                Some("postgres://vm:pw@db/vmcloud")
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn vmcloud_toml_in_the_working_directory_is_read_by_default() {
+        Jail::expect_with(|jail| {
+            jail.create_file(DEFAULT_CONFIG_FILE, "worker_concurrency = 9")?;
+            assert_eq!(load_in(jail, None).expect("valid").worker_concurrency, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_cause_on_one_line() {
+        Jail::expect_with(|jail| {
+            let missing = load_in(jail, Some("nope.toml")).expect_err("missing file");
+            assert!(missing.to_string().contains("nope.toml"));
+
+            jail.create_file("bad.toml", "bind = [1, 2")?;
+            let unreadable = load_in(jail, Some("bad.toml")).expect_err("bad toml");
+            assert!(!unreadable.to_string().contains('\n'), "{unreadable}");
+
+            jail.create_file("unknown.toml", "bnid = \"x\"")?;
+            let unknown = load_in(jail, Some("unknown.toml")).expect_err("unknown key");
+            assert!(unknown.to_string().contains("bnid"), "{unknown}");
+
+            jail.set_env("VMCLOUD_BIND", "not-an-address");
+            let bad_value = load_in(jail, None).expect_err("bad bind");
+            assert!(
+                bad_value.to_string().to_lowercase().contains("bind"),
+                "{bad_value}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn values_are_validated() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VMCLOUD_LOG_FORMAT", "xml");
+            assert!(load_in(jail, None).is_err());
+            jail.set_env("VMCLOUD_LOG_FORMAT", "json");
+
+            jail.set_env("DATABASE_URL", "mysql://x");
+            let err = load_in(jail, None).expect_err("unsupported database");
+            assert!(err.to_string().contains("database_url"), "{err}");
+            jail.set_env("DATABASE_URL", "postgres://localhost/x");
+
+            jail.set_env("REDIS_URL", "http://cache");
+            assert!(load_in(jail, None).is_err());
+            jail.set_env("REDIS_URL", "redis://127.0.0.1");
+
+            jail.set_env("VMCLOUD_WORKER_CONCURRENCY", "0");
+            let err = load_in(jail, None).expect_err("zero workers");
+            assert!(err.to_string().contains("worker_concurrency"), "{err}");
+            jail.set_env("VMCLOUD_WORKER_CONCURRENCY", "2");
+
+            load_in(jail, None).expect("valid again");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://vm:hunter2hunter2@db/vmcloud");
+            jail.set_env("REDIS_URL", "redis://:s3cr3t-redis@cache:6379");
+            let config = load_in(jail, None).expect("valid");
+            let printed = format!("{config:?} {:?}", config.database());
+            assert!(!printed.contains("hunter2"), "{printed}");
+            assert!(!printed.contains("s3cr3t"), "{printed}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn test_harness_variables_are_not_settings() {
+        Jail::expect_with(|jail| {
+            jail.set_env("VMCLOUD_TEST_DATABASE_URL", "postgres://localhost/test");
+            jail.set_env("VMCLOUD_CONFIG", "elsewhere.toml");
+            load_in(jail, None).expect("ignored");
+            Ok(())
+        });
+    }
+}

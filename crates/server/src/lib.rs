@@ -9,5 +9,6 @@ pub mod http;
 pub mod ids;
 pub mod jobs;
 pub mod modules;
+pub mod pagination;
 pub mod startup;
 pub mod telemetry;

@@ -1,1 +1,158 @@
+//! Builds the platform from its configuration and runs it until told to stop.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::db::Database;
+use crate::http::{self, AppState};
+use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
+use crate::telemetry;
+
+/// What this process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// API, workers and the local node in one process.
+    Serve,
+    /// Workers only; HTTP serves the probes and metrics.
+    Worker,
+}
+
+#[derive(Debug)]
+pub struct Application {
+    role: Role,
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to everything, applies migrations and binds the listener.
+    /// Each failure names its cause.
+    pub async fn build(config: Config, role: Role) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let db = Database::connect(&config.database()).await?;
+        db.migrate().await?;
+        let cache = Cache::connect(config.redis_url.as_ref(), &config.redis_prefix).await?;
+        let jobs = match &config.redis_url {
+            Some(url) => JobQueue::redis(url, &config.redis_prefix).await?,
+            None => JobQueue::database(db.clone()),
+        };
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        tracing::info!(
+            database = ?db.backend(),
+            cache = cache.backend_name(),
+            elapsed_ms = started.elapsed().as_millis(),
+            "platform initialised"
+        );
+        Ok(Self {
+            role,
+            listener,
+            state: AppState {
+                config: Arc::new(config),
+                db,
+                cache,
+                jobs,
+                metrics: telemetry::prometheus().clone(),
+            },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets
+    /// in-flight requests and jobs finish within the configured bound, and
+    /// closes the pools.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            role,
+            listener,
+            state,
+        } = self;
+        let grace = state.config.shutdown_timeout();
+        let workers = tokio::spawn(worker_pool(&state).run(shutdown.child_token()));
+        let router = match role {
+            Role::Serve => http::router(state.clone()),
+            Role::Worker => http::probe_router(state.clone()),
+        };
+        let mut server = tokio::spawn(
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+        );
+        let served = tokio::select! {
+            // The server only ends by itself on an I/O error.
+            joined = &mut server => joined,
+            () = shutdown.cancelled() => {
+                tracing::info!("shutting down");
+                if let Ok(joined) = tokio::time::timeout(grace, &mut server).await {
+                    joined
+                } else {
+                    tracing::warn!(?grace, "in-flight requests outlived the shutdown bound");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        };
+        shutdown.cancel();
+        // The pool bounds its own drain by the same grace period.
+        workers.await.context("worker pool task failed")?;
+        state.db.close().await;
+        served.context("HTTP server task failed")??;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The background workers of this process. Modules register the handlers of
+/// their job kinds here.
+fn worker_pool(state: &AppState) -> WorkerPool {
+    let config = &state.config;
+    WorkerPool::new(
+        state.jobs.clone(),
+        WorkerConfig {
+            concurrency: config.worker_concurrency,
+            poll_interval: Duration::from_millis(config.worker_poll_interval_ms),
+            visibility_timeout: Duration::from_secs(config.job_visibility_timeout_secs),
+            backoff: Backoff::default(),
+            drain_timeout: config.shutdown_timeout(),
+        },
+    )
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,1 +1,168 @@
-fn main() {}
+//! `vmcloud`: the whole platform in one binary.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+use vmcloud_server::config::Config;
+use vmcloud_server::db::entities::user::UserRole;
+use vmcloud_server::error::Error;
+use vmcloud_server::modules::users;
+use vmcloud_server::startup::{Application, Role, shutdown_signal};
+use vmcloud_server::{db, http, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmcloud",
+    version,
+    about = "Rent out virtual machines from your own servers"
+)]
+struct Cli {
+    /// Configuration file (default: ./vmcloud.toml when it exists).
+    #[arg(long, global = true, env = "VMCLOUD_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API, the workers and the local node (the default).
+    Serve,
+    /// Run the background workers only.
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administrative tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a user; the password is read from standard input.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = ["admin", "support", "customer"])]
+        role: String,
+        /// Display name (default: the part of the email before the @).
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Openapi = command {
+        print!("{}", http::openapi::document());
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    telemetry::init_logging(config.log_format, &config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            Command::Serve => serve(config, Role::Serve).await,
+            Command::Worker => serve(config, Role::Worker).await,
+            Command::Migrate => {
+                let database = db::Database::connect(&config.database()).await?;
+                database.migrate().await?;
+                tracing::info!("migrations applied");
+                database.close().await;
+                Ok(())
+            }
+            Command::Admin {
+                command: AdminCommand::CreateUser { email, role, name },
+            } => create_user(config, &email, &role, name).await,
+            Command::Openapi => unreachable!("handled before start-up"),
+        }
+    })
+}
+
+async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+    let app = Application::build(config, role).await?;
+    let addr = app.local_addr();
+    match role {
+        Role::Serve => tracing::info!(
+            "VMCloud is listening on http://{addr} (API docs at http://{addr}/api/docs)"
+        ),
+        Role::Worker => tracing::info!("VMCloud worker running; probes on http://{addr}"),
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    app.run(shutdown).await
+}
+
+async fn create_user(
+    config: Config,
+    email: &str,
+    role: &str,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    let role = match role {
+        "admin" => UserRole::Admin,
+        "support" => UserRole::Support,
+        _ => UserRole::Customer,
+    };
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned());
+    let database = db::Database::connect(&config.database()).await?;
+    database.migrate().await?;
+    let new_user = users::NewUser {
+        email: email.to_owned(),
+        name,
+        password,
+        role,
+        email_verified: true,
+    };
+    let created = users::create_user(&database, new_user).await;
+    database.close().await;
+    let user = created.map_err(|err| match err {
+        Error::Validation { fields, .. } => anyhow::anyhow!(
+            "{}",
+            fields
+                .iter()
+                .map(|f| format!("{} {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => anyhow::anyhow!("{other}"),
+    })?;
+    println!(
+        "created {:?} account {} ({})",
+        user.role, user.email, user.id
+    );
+    Ok(())
+}

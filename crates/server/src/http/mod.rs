@@ -1,1 +1,102 @@
-//! HTTP layer: thin axum handlers, extractors, OpenAPI.
+//! HTTP layer: thin axum handlers that parse input into typed commands and call
+//! one service function, plus the cross-cutting layers every request passes:
+//! request id, tracing, compression, problem details, panics, timeout, body
+//! limit.
+
+pub mod health;
+pub mod json;
+pub mod metrics;
+pub mod openapi;
+pub mod pagination;
+pub mod problem;
+pub mod request_id;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::middleware::from_fn;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::db::Database;
+use crate::error::Error;
+use crate::jobs::JobQueue;
+
+/// What handlers share. Cheap to clone: every field is a handle.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Database,
+    pub cache: Cache,
+    pub jobs: JobQueue,
+    pub metrics: PrometheusHandle,
+}
+
+/// The whole HTTP application of `vmcloud serve`.
+pub fn router(state: AppState) -> Router {
+    let (api, document) = openapi::api_router().split_for_parts();
+    let routes = Router::new()
+        .merge(api.route_layer(from_fn(metrics::track)))
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", document));
+    with_layers(routes, state)
+}
+
+/// What a `vmcloud worker` serves: probes and metrics, for its orchestrator.
+pub fn probe_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route_layer(from_fn(metrics::track));
+    with_layers(routes, state)
+}
+
+/// Adds `/metrics`, the 404 fallback and the layers every request passes.
+pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.config.body_limit_bytes;
+    let timeout = state.config.request_timeout();
+    routes
+        .route("/metrics", get(metrics::render))
+        .fallback(unknown_route)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(from_fn(problem::problem_details))
+        .layer(CompressionLayer::new())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let request_id = request
+                        .headers()
+                        .get(&request_id::REQUEST_ID_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = request.uri().path(),
+                        request_id,
+                        user_id = tracing::field::Empty,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(from_fn(request_id::request_id))
+}
+
+async fn unknown_route() -> Error {
+    Error::NotFound("No such route.".to_owned())
+}

@@ -1,1 +1,3 @@
-//! Domain modules: business rules, no HTTP types.
+//! Domain modules: business rules per domain, no HTTP types.
+
+pub mod users;

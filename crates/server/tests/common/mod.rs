@@ -119,3 +119,91 @@ pub fn test_redis() -> Option<(SecretString, String)> {
     let prefix = format!("vmcloud-test:{}:", uuid::Uuid::new_v4().simple());
     Some((SecretString::from(url), prefix))
 }
+
+/// A running server on a random port, backed by a fresh database (and Redis,
+/// when `VMCLOUD_TEST_REDIS_URL` is set), talked to over real HTTP.
+#[derive(Debug)]
+pub struct TestApp {
+    pub address: std::net::SocketAddr,
+    pub client: reqwest::Client,
+    pub state: vmcloud_server::http::AppState,
+    pub database: TestDatabase,
+    shutdown: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with the test configuration adjusted by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut vmcloud_server::config::Config)) -> Self {
+        let database = TestDatabase::fresh().await;
+        let mut config = vmcloud_server::config::Config::defaults();
+        config.bind = "127.0.0.1:0".parse().expect("addr");
+        config.data_dir = database.dir.path().to_path_buf();
+        config.database_url = database.settings.url.clone();
+        config.database_max_connections = 5;
+        if let Some((url, prefix)) = test_redis() {
+            config.redis_url = Some(url);
+            config.redis_prefix = prefix;
+        }
+        configure(&mut config);
+        let app = vmcloud_server::startup::Application::build(
+            config,
+            vmcloud_server::startup::Role::Serve,
+        )
+        .await
+        .expect("the application builds");
+        let address = app.local_addr();
+        let state = app.state().clone();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(app.run(shutdown.clone()));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self {
+            address,
+            client,
+            state,
+            database,
+            shutdown,
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Stops the server the way SIGTERM does and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
+    }
+}
+
+/// Reads a problem+json body, checking the content type.
+pub async fn problem(response: reqwest::Response) -> serde_json::Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    response.json().await.expect("problem body is JSON")
+}

@@ -1,0 +1,62 @@
+//! Prometheus metrics: request counts and latencies per route, and, at each
+//! scrape, the database pool and the job queue depth.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::http::AppState;
+
+/// Middleware on matched routes; the route template (`/api/v1/users/{id}`)
+/// keeps label cardinality bounded.
+pub async fn track(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(
+        "vmcloud_http_requests_total",
+        "method" => method.clone(), "route" => route.clone(), "status" => status,
+    )
+    .increment(1);
+    metrics::histogram!(
+        "vmcloud_http_request_duration_seconds",
+        "method" => method, "route" => route,
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`, in the Prometheus text format.
+pub async fn render(State(state): State<AppState>) -> Response {
+    let pool = state.db.pool_usage();
+    metrics::gauge!("vmcloud_db_pool_connections").set(f64::from(pool.size));
+    metrics::gauge!("vmcloud_db_pool_idle_connections").set(f64::from(pool.idle));
+    match tokio::time::timeout(Duration::from_secs(2), state.jobs.stats()).await {
+        Ok(Ok(stats)) => {
+            for (status, count) in [
+                ("queued", stats.queued),
+                ("scheduled", stats.scheduled),
+                ("running", stats.running),
+                ("dead", stats.dead),
+            ] {
+                #[allow(clippy::cast_precision_loss)]
+                metrics::gauge!("vmcloud_jobs", "status" => status).set(count as f64);
+            }
+        }
+        Ok(Err(err)) => tracing::warn!(error = format!("{err:#}"), "queue stats failed"),
+        Err(_) => tracing::warn!("queue stats timed out"),
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,230 @@
+//! The binary as an operator runs it: start-up errors, migrations, and a
+//! graceful stop on SIGTERM.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// `vmcloud` in a temp working directory, with no configuration inherited
+/// from the environment of the test run.
+fn vmcloud(dir: &TempDir) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vmcloud"));
+    command.current_dir(dir.path());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("VMCLOUD_")
+            || ["DATABASE_URL", "DATABASE_READ_URL", "REDIS_URL"].contains(&key.as_str())
+        {
+            command.env_remove(key);
+        }
+    }
+    command.env("VMCLOUD_LOG_LEVEL", "warn");
+    command
+}
+
+/// Asserts a start-up failure: non-zero exit, one line on stderr that
+/// contains `needle`, and no panic.
+fn assert_fails_with(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "should fail: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line expected: {stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_is_printed() {
+    let dir = TempDir::new().expect("dir");
+    let output = vmcloud(&dir).arg("--version").output().expect("runs");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("vmcloud {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_line() {
+    let dir = TempDir::new().expect("dir");
+    let output = vmcloud(&dir)
+        .args(["serve"])
+        .env("VMCLOUD_LOG_FORMAT", "xml")
+        .output()
+        .expect("runs");
+    assert_fails_with(&output, "invalid configuration");
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let dir = TempDir::new().expect("dir");
+    let output = vmcloud(&dir)
+        .args(["--config", "absent.toml", "migrate"])
+        .output()
+        .expect("runs");
+    assert_fails_with(&output, "absent.toml");
+}
+
+#[test]
+fn an_unreadable_config_file_is_reported() {
+    let dir = TempDir::new().expect("dir");
+    std::fs::write(dir.path().join("vmcloud.toml"), "bind = [").expect("write");
+    let output = vmcloud(&dir).arg("migrate").output().expect("runs");
+    assert_fails_with(&output, "invalid configuration");
+}
+
+#[test]
+fn an_unreachable_database_is_reported_without_its_password() {
+    let dir = TempDir::new().expect("dir");
+    let output = vmcloud(&dir)
+        .arg("migrate")
+        .env(
+            "DATABASE_URL",
+            "postgres://vmcloud:pa55word@127.0.0.1:1/vmcloud",
+        )
+        .output()
+        .expect("runs");
+    assert_fails_with(&output, "cannot connect to the database");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("pa55word"));
+}
+
+#[test]
+fn migrate_creates_the_embedded_database_and_reruns_cleanly() {
+    let dir = TempDir::new().expect("dir");
+    for _ in 0..2 {
+        let output = vmcloud(&dir).arg("migrate").output().expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(dir.path().join("data/vmcloud.db").exists());
+}
+
+#[test]
+fn a_failed_migration_stops_start_up_with_one_line() {
+    let dir = TempDir::new().expect("dir");
+    let db = dir.path().join("broken.db");
+    // A table the migrations want to create, but made by someone else.
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let url = format!("sqlite:{}?mode=rwc", db.display());
+            let conn = sea_orm::Database::connect(url.as_str())
+                .await
+                .expect("open");
+            sea_orm::ConnectionTrait::execute_unprepared(&conn, "create table jobs (x int)")
+                .await
+                .expect("create");
+            conn.close().await.expect("close");
+        });
+    let output = vmcloud(&dir)
+        .arg("migrate")
+        .env("DATABASE_URL", format!("sqlite:{}", db.display()))
+        .output()
+        .expect("runs");
+    assert_fails_with(&output, "migration failed");
+}
+
+#[test]
+fn serve_answers_then_stops_gracefully_on_sigterm() {
+    let dir = TempDir::new().expect("dir");
+    let mut child = vmcloud(&dir)
+        .arg("serve")
+        .env("VMCLOUD_BIND", "127.0.0.1:0")
+        .env("VMCLOUD_LOG_LEVEL", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split("listening on http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+        })
+        .expect("the URL is logged");
+
+    let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("writes");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).expect("reads");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "exit status {status}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+#[test]
+fn admin_create_user_reads_the_password_from_stdin() {
+    let dir = TempDir::new().expect("dir");
+    let create = |email: &str, password: &str| {
+        let mut child = vmcloud(&dir)
+            .args(["admin", "create-user", "--email", email, "--role", "admin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawns");
+        std::io::Write::write_all(
+            &mut child.stdin.take().expect("stdin"),
+            format!("{password}\n").as_bytes(),
+        )
+        .expect("writes");
+        child.wait_with_output().expect("exits")
+    };
+    let created = create(" Root@Example.ORG ", "a long enough passphrase");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&created.stdout);
+    assert!(
+        stdout.contains("Admin account root@example.org"),
+        "{stdout}"
+    );
+
+    assert_fails_with(
+        &create("root@example.org", "another long passphrase"),
+        "already exists",
+    );
+    assert_fails_with(
+        &create("second@example.org", "short"),
+        "password must be at least 10",
+    );
+    assert_fails_with(
+        &create("not-an-email", "a long enough passphrase"),
+        "email is not a valid",
+    );
+}
