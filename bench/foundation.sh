@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Foundation benchmarks of `vmcloud serve` on the embedded defaults (SQLite,
 # in-process cache and queue): start to ready, idle RSS, /healthz throughput.
-# Usage: bench/foundation.sh [wrk duration, default 10s]
+# Usage: [BENCH_LOG_LEVEL=info] bench/foundation.sh [wrk duration, default 10s]
+# The server logs at BENCH_LOG_LEVEL (default warn: no per-request access log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -19,7 +20,7 @@ start_and_time() {
 import os, subprocess, sys, time, urllib.request
 binary, port, work = sys.argv[1], sys.argv[2], sys.argv[3]
 env = {k: v for k, v in os.environ.items() if not k.startswith("VMCLOUD_") and k not in ("DATABASE_URL", "REDIS_URL")}
-env.update(VMCLOUD_BIND=f"127.0.0.1:{port}", VMCLOUD_DATA_DIR=f"{work}/data", VMCLOUD_LOG_LEVEL="warn")
+env.update(VMCLOUD_BIND=f"127.0.0.1:{port}", VMCLOUD_DATA_DIR=f"{work}/data", VMCLOUD_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "warn"))
 start = time.perf_counter()
 proc = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 while True:
