@@ -53,6 +53,44 @@ pub struct Config {
     /// How long a claimed job stays invisible to other workers without a
     /// heartbeat before it is considered abandoned.
     pub job_visibility_timeout_secs: u64,
+    /// The address users reach the platform at, e.g. `https://cloud.example.com`;
+    /// used in emailed links, and `https` turns on HSTS and `Secure` cookies.
+    /// Unset means `http://{bind}`.
+    pub public_url: Option<String>,
+    /// Origins allowed to call the API from a browser with credentials. Empty
+    /// means same-origin only.
+    pub cors_allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed; from anyone else
+    /// the header is ignored and the peer address is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// SMTP relay; unset means mail goes to the outbox table and the log.
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub smtp_tls: SmtpTls,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<SecretString>,
+    /// The From of every email, e.g. `VMCloud <noreply@example.com>`.
+    pub mail_from: String,
+    /// The key access tokens are signed with, as `KID:SECRET` (SECRET: at
+    /// least 32 bytes, base64url). Unset means a key generated and kept under
+    /// the data directory.
+    pub jwt_signing_key: Option<SecretString>,
+    /// Keys that signed tokens still in circulation, same format: rotating the
+    /// signing key moves the old one here so its tokens stay valid until they
+    /// expire.
+    pub jwt_previous_keys: Vec<SecretString>,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text: only for a relay on the same host or a test server.
+    None,
+    /// Upgrade with STARTTLS (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
 }
 
 /// The defaults, as a serialisable layer under the file and the environment.
@@ -70,6 +108,12 @@ struct Defaults {
     worker_concurrency: usize,
     worker_poll_interval_ms: u64,
     job_visibility_timeout_secs: u64,
+    cors_allowed_origins: [&'static str; 0],
+    trusted_proxies: [&'static str; 0],
+    smtp_port: u16,
+    smtp_tls: SmtpTls,
+    mail_from: &'static str,
+    jwt_previous_keys: [&'static str; 0],
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -85,6 +129,12 @@ const DEFAULTS: Defaults = Defaults {
     worker_concurrency: 4,
     worker_poll_interval_ms: 1000,
     job_visibility_timeout_secs: 300,
+    cors_allowed_origins: [],
+    trusted_proxies: [],
+    smtp_port: 587,
+    smtp_tls: SmtpTls::Starttls,
+    mail_from: "VMCloud <noreply@localhost>",
+    jwt_previous_keys: [],
 };
 
 /// Unprefixed variables that deployment platforms conventionally set.
@@ -173,6 +223,24 @@ impl Config {
                 return invalid("redis_url must start with redis://, rediss:// or unix://".into());
             }
         }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("public_url must start with http:// or https://".into());
+        }
+        for origin in &self.cors_allowed_origins {
+            if origin == "*" || !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return invalid(format!(
+                    "cors_allowed_origins entry {origin:?} must be an http(s) origin, not a wildcard"
+                ));
+            }
+        }
+        if self.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return invalid(format!(
+                "mail_from {:?} is not an email address",
+                self.mail_from
+            ));
+        }
         if self.redis_prefix.is_empty() {
             return invalid("redis_prefix must not be empty".into());
         }
@@ -230,6 +298,19 @@ impl Config {
             max_connections: self.database_max_connections,
             connect_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Where users reach the platform, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.public_url.as_ref().map_or_else(
+            || format!("http://{}", self.bind),
+            |url| url.trim_end_matches('/').to_owned(),
+        )
+    }
+
+    /// Whether users reach the platform over TLS (HSTS, `Secure` cookies).
+    pub fn served_over_tls(&self) -> bool {
+        self.public_url().starts_with("https://")
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -354,12 +435,24 @@ mod tests {
             assert!(load_in(jail, None).is_err());
             jail.set_env("REDIS_URL", "redis://127.0.0.1");
 
+            jail.set_env("VMCLOUD_CORS_ALLOWED_ORIGINS", "[\"*\"]");
+            assert!(load_in(jail, None).is_err(), "no wildcard origin");
+            jail.set_env(
+                "VMCLOUD_CORS_ALLOWED_ORIGINS",
+                "[\"https://console.example.com\"]",
+            );
+
+            jail.set_env("VMCLOUD_MAIL_FROM", "not an address");
+            assert!(load_in(jail, None).is_err());
+            jail.set_env("VMCLOUD_MAIL_FROM", "Cloud <noreply@example.com>");
+
             jail.set_env("VMCLOUD_WORKER_CONCURRENCY", "0");
             let err = load_in(jail, None).expect_err("zero workers");
             assert!(err.to_string().contains("worker_concurrency"), "{err}");
             jail.set_env("VMCLOUD_WORKER_CONCURRENCY", "2");
 
-            load_in(jail, None).expect("valid again");
+            let config = load_in(jail, None).expect("valid again");
+            assert_eq!(config.cors_allowed_origins, ["https://console.example.com"]);
             Ok(())
         });
     }
