@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
+use crate::modules::auth::keys::KeyRing;
 use crate::telemetry;
 
 /// What this process does.
@@ -43,6 +44,11 @@ impl Application {
             Some(url) => JobQueue::redis(url, &config.redis_prefix).await?,
             None => JobQueue::database(db.clone()),
         };
+        let keys = KeyRing::load(
+            config.jwt_signing_key.as_ref(),
+            &config.jwt_previous_keys,
+            &config.data_dir,
+        )?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -61,6 +67,7 @@ impl Application {
                 cache,
                 jobs,
                 metrics: telemetry::prometheus().clone(),
+                keys: Arc::new(keys),
             },
         })
     }

@@ -153,6 +153,36 @@ async fn set_get_delete() {
 }
 
 #[tokio::test]
+async fn any_exists_checks_several_keys_at_once_and_ignores_expired_ones() {
+    for cache in backends().await {
+        let backend = cache.backend_name();
+        assert!(!cache.any_exists(&[]).await.expect("none"), "{backend}");
+        assert!(
+            !cache.any_exists(&["a", "b"]).await.expect("absent"),
+            "{backend}"
+        );
+        cache.set("b", b"1", None).await.expect("set");
+        assert!(
+            cache.any_exists(&["a", "b"]).await.expect("one"),
+            "{backend}"
+        );
+        assert!(
+            !cache.any_exists(&["a", "c"]).await.expect("others"),
+            "{backend}"
+        );
+        cache
+            .set("short", b"1", Some(Duration::from_millis(50)))
+            .await
+            .expect("set");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            !cache.any_exists(&["short"]).await.expect("expired"),
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn entries_expire_after_their_ttl_and_set_without_ttl_clears_it() {
     for cache in backends().await {
         let backend = cache.backend_name();

@@ -100,6 +100,21 @@ impl MemoryCache {
             .map(|entry| entry.value.to_vec())
     }
 
+    pub(super) async fn any_exists(&self, keys: &[&str]) -> bool {
+        let now = Instant::now();
+        for key in keys {
+            if self
+                .entries
+                .get(*key)
+                .await
+                .is_some_and(|entry| entry.is_live(now))
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     // Writes go through `and_compute_with` too: it serialises per key only
     // against other compute calls, and a plain insert could otherwise be lost
     // under a concurrent increment.

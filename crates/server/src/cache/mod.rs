@@ -116,6 +116,18 @@ impl Cache {
         }
     }
 
+    /// Whether any of `keys` holds a live value, in one round trip: how a
+    /// request checks every revocation that could apply to its token.
+    pub async fn any_exists(&self, keys: &[&str]) -> anyhow::Result<bool> {
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        match &self.backend {
+            Backend::Memory(memory) => Ok(memory.any_exists(keys).await),
+            Backend::Redis(redis) => redis.any_exists(keys).await,
+        }
+    }
+
     /// The value under `key` decoded from JSON. A value that does not decode as
     /// `T` is an error, not a miss, so a schema change is noticed.
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> anyhow::Result<Option<T>> {

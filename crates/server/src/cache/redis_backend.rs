@@ -129,6 +129,18 @@ impl RedisCache {
         Ok(removed > 0)
     }
 
+    pub(super) async fn any_exists(&self, keys: &[&str]) -> anyhow::Result<bool> {
+        let mut command = cmd("EXISTS");
+        for key in keys {
+            command.arg(self.key(key));
+        }
+        let found: i64 = command
+            .query_async(&mut self.commands.clone())
+            .await
+            .context("Redis EXISTS failed")?;
+        Ok(found > 0)
+    }
+
     pub(super) async fn incr(&self, key: &str, by: i64, ttl: Duration) -> anyhow::Result<i64> {
         INCR_FIXED_WINDOW
             .key(self.key(key))

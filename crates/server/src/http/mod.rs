@@ -3,6 +3,8 @@
 //! request id, tracing, compression, problem details, panics, timeout, body
 //! limit.
 
+pub mod auth;
+pub mod extract;
 pub mod health;
 pub mod json;
 pub mod metrics;
@@ -10,6 +12,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod problem;
 pub mod request_id;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -31,6 +34,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::error::Error;
 use crate::jobs::JobQueue;
+use crate::modules::auth::keys::KeyRing;
 
 /// What handlers share. Cheap to clone: every field is a handle.
 #[derive(Clone, Debug)]
@@ -40,6 +44,7 @@ pub struct AppState {
     pub cache: Cache,
     pub jobs: JobQueue,
     pub metrics: PrometheusHandle,
+    pub keys: Arc<KeyRing>,
 }
 
 /// The whole HTTP application of `vmcloud serve`.

@@ -6,7 +6,9 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::{AppState, health};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::http::{AppState, auth, health, users};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -18,15 +20,49 @@ use crate::http::{AppState, health};
     ),
     tags(
         (name = "health", description = "Liveness and readiness probes"),
+        (name = "auth", description = "Registration, sign-in and sessions"),
+        (name = "users", description = "The signed-in account"),
     ),
+    modifiers(&BearerAuth),
 )]
 struct ApiDoc;
 
+/// Declares the `bearer` scheme: an access token from `/auth/login` or a
+/// personal API token (`vmc_…`).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An access token from /auth/login, or a personal API token (vmc_…).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
 /// Every documented route, with its OpenAPI description.
 pub fn api_router() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(users::me, users::update_me))
+        .routes(routes!(users::change_password))
+        .routes(routes!(users::list_sessions))
+        .routes(routes!(users::revoke_session));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .nest("/api/v1", v1)
 }
 
 /// The document as served, pretty-printed with a trailing newline (the form

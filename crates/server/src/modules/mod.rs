@@ -1,3 +1,5 @@
-//! Domain modules: business rules per domain, no HTTP types.
+//! Domain modules: business rules, no HTTP types.
 
+pub mod audit;
+pub mod auth;
 pub mod users;

@@ -207,3 +207,113 @@ pub async fn problem(response: reqwest::Response) -> serde_json::Value {
     assert_eq!(content_type, "application/problem+json");
     response.json().await.expect("problem body is JSON")
 }
+
+/// A signed-in test account: its access token and refresh cookie.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub user_id: String,
+    pub access_token: String,
+    pub refresh_cookie: String,
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Registers a customer and returns its id.
+    pub async fn register(&self, email: &str, password: &str) -> String {
+        let response = self
+            .post_json(
+                "/api/v1/auth/register",
+                &serde_json::json!({ "email": email, "password": password, "name": "Test User" }),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            201,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        let body: serde_json::Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Creates an account with a role directly, as `vmcloud admin create-user` does.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        role: vmcloud_server::db::entities::user::UserRole,
+    ) -> String {
+        let user = vmcloud_server::modules::users::create_user(
+            &self.state.db,
+            vmcloud_server::modules::users::NewUser {
+                email: email.to_owned(),
+                name: None,
+                password: SecretString::from(password.to_owned()),
+                role,
+                email_verified: true,
+            },
+        )
+        .await
+        .expect("user created");
+        user.id.to_string()
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Session {
+        let response = self
+            .post_json(
+                "/api/v1/auth/login",
+                &serde_json::json!({ "email": email, "password": password }),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            200,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        session_from(response).await
+    }
+
+    /// Sends `request` with the session's bearer token.
+    pub fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: &Session,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(&session.access_token)
+    }
+}
+
+/// The refresh cookie's value from a response's `Set-Cookie`.
+pub fn refresh_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("vmcloud_refresh="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Reads a token response into a session.
+pub async fn session_from(response: reqwest::Response) -> Session {
+    let refresh_cookie = refresh_cookie(&response).expect("refresh cookie set");
+    let body: serde_json::Value = response.json().await.expect("json");
+    Session {
+        user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
+        access_token: body["access_token"].as_str().expect("token").to_owned(),
+        refresh_cookie,
+    }
+}

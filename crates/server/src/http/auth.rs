@@ -1,0 +1,318 @@
+//! `/api/v1/auth`: registration, login, token refresh and logout.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::db::entities::user::UserRole;
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::http::extract::{ClientInfo, CurrentUser};
+use crate::http::json::ValidJson;
+use crate::http::problem::Problem;
+use crate::modules::audit::{self, Event};
+use crate::modules::auth::access::{self, ACCESS_TOKEN_TTL, Grant};
+use crate::modules::auth::login::{self, LoginFailure};
+use crate::modules::auth::sessions::{self, IssuedRefresh, RefreshError};
+use crate::modules::auth::{Credential, rate_limit, revocation};
+use crate::modules::users::{self, NewUser, UserView};
+
+/// The refresh cookie, sent only to the auth endpoints.
+pub const REFRESH_COOKIE: &str = "vmcloud_refresh";
+const REFRESH_COOKIE_PATH: &str = "/api/v1/auth";
+
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[garde(skip)]
+    pub email: String,
+    #[garde(skip)]
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    #[garde(skip)]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[garde(length(min = 1, max = 320))]
+    pub email: String,
+    #[garde(skip)]
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    /// The current code of the authenticator app, or a recovery code, when
+    /// two-factor authentication is on.
+    #[garde(length(max = 32))]
+    pub totp_code: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    pub user: UserView,
+}
+
+/// Builds the access token and the refresh cookie of a session.
+pub(crate) fn session_response(
+    state: &AppState,
+    jar: CookieJar,
+    refresh: &IssuedRefresh,
+    user: UserView,
+) -> Result<(CookieJar, Json<TokenResponse>)> {
+    let token = access::issue(
+        &state.keys,
+        Grant {
+            user_id: refresh.user_id,
+            role: user.role,
+            session_id: refresh.session_id,
+            impersonator: refresh.impersonator,
+        },
+    )?;
+    let max_age = (refresh.expires_at - chrono::Utc::now())
+        .num_seconds()
+        .max(0);
+    let cookie = Cookie::build((REFRESH_COOKIE, refresh.token.clone()))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.config.served_over_tls())
+        .path(REFRESH_COOKIE_PATH)
+        .max_age(time_seconds(max_age))
+        .build();
+    Ok((
+        jar.add(cookie),
+        Json(TokenResponse {
+            access_token: token.token,
+            token_type: "Bearer",
+            expires_in: ACCESS_TOKEN_TTL.num_seconds(),
+            user,
+        }),
+    ))
+}
+
+fn time_seconds(seconds: i64) -> cookie::time::Duration {
+    cookie::time::Duration::seconds(seconds)
+}
+
+fn removal_cookie() -> Cookie<'static> {
+    Cookie::build((REFRESH_COOKIE, ""))
+        .path(REFRESH_COOKIE_PATH)
+        .max_age(time_seconds(0))
+        .build()
+}
+
+/// Cookie-authenticated endpoints also check `Origin`, so a cross-site page
+/// cannot ride the cookie even where `SameSite` is not honoured.
+fn check_origin(headers: &HeaderMap, state: &AppState) -> Result<()> {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let allowed = origin == state.config.public_url()
+        || state
+            .config
+            .cors_allowed_origins
+            .iter()
+            .any(|o| o == origin);
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "This origin may not use the session cookie.".to_owned(),
+        ))
+    }
+}
+
+/// Create a customer account.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created; a verification email is on its way", body = UserView),
+        (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserView>)> {
+    rate_limit::hit(
+        &state.cache,
+        rate_limit::REGISTER_PER_IP,
+        &client.ip_string(),
+    )
+    .await?;
+    let user = users::create_user(
+        &state.db,
+        NewUser {
+            email: body.email,
+            name: Some(body.name),
+            password: body.password,
+            role: UserRole::Customer,
+            email_verified: false,
+        },
+    )
+    .await?;
+    let context = client.audit(None);
+    audit::record(
+        &state.db,
+        &context,
+        Event::new("user.registered").on("user", user.id),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// Sign in with email and password (and a second factor when enabled).
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; the refresh token is set as an HttpOnly cookie", body = TokenResponse),
+        (status = 401, description = "Wrong credentials, or a second factor is needed", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Account suspended", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    jar: CookieJar,
+    ValidJson(body): ValidJson<LoginRequest>,
+) -> Result<(CookieJar, Json<TokenResponse>)> {
+    let email = crate::db::entities::user::normalise_email(&body.email);
+    rate_limit::hit(&state.cache, rate_limit::LOGIN_PER_IP, &client.ip_string()).await?;
+    rate_limit::hit(&state.cache, rate_limit::LOGIN_PER_ACCOUNT, &email).await?;
+    let account = match login::check_password(&state.db, &state.cache, &email, body.password).await
+    {
+        Ok(account) => account,
+        Err(LoginFailure::Rejected { locked_for }) => {
+            let event = Event::new("auth.login.failed").details(serde_json::json!({
+                "email": email, "locked_for_secs": locked_for.map(|d| d.as_secs()),
+            }));
+            audit::record(&state.db, &client.audit(None), event).await?;
+            return Err(match locked_for {
+                Some(lock) => Error::RateLimited {
+                    message: "Too many failed sign-ins; try again later.".to_owned(),
+                    retry_after_secs: lock.as_secs().max(1),
+                },
+                None => Error::Unauthorized("Invalid email or password.".to_owned()),
+            });
+        }
+        Err(LoginFailure::Suspended(account)) => {
+            let event = Event::new("auth.login.suspended").on("user", account.id);
+            audit::record(&state.db, &client.audit(None), event).await?;
+            return Err(Error::Forbidden("This account is suspended.".to_owned()));
+        }
+        Err(LoginFailure::Error(err)) => return Err(err),
+    };
+    let account = login::record_success(&state.db, account).await?;
+    let refresh = sessions::open(&state.db, account.id, None, &client.session_origin()).await?;
+    let mut context = client.audit(None);
+    context.actor = Some(account.id);
+    let event = Event::new("auth.login.succeeded")
+        .on("user", account.id)
+        .details(serde_json::json!({ "session_id": refresh.session_id }));
+    audit::record(&state.db, &context, event).await?;
+    session_response(&state, jar, &refresh, account.into())
+}
+
+/// Exchange the refresh cookie for a new access token and a new cookie.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth",
+    responses(
+        (status = 200, description = "Rotated", body = TokenResponse),
+        (status = 401, description = "Missing, expired, revoked or reused refresh token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Foreign Origin", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Result<(CookieJar, Json<TokenResponse>), (CookieJar, Problem)> {
+    let attempt = async {
+        check_origin(&headers, &state)?;
+        rate_limit::hit(
+            &state.cache,
+            rate_limit::REFRESH_PER_IP,
+            &client.ip_string(),
+        )
+        .await?;
+        let presented = jar
+            .get(REFRESH_COOKIE)
+            .map(|c| c.value().to_owned())
+            .ok_or_else(|| Error::Unauthorized("No session cookie.".to_owned()))?;
+        let issued = match sessions::rotate(&state.db, &presented, &client.session_origin()).await {
+            Ok(issued) => issued,
+            Err(RefreshError::Invalid) => {
+                return Err(Error::Unauthorized(
+                    "The session has expired; sign in again.".to_owned(),
+                ));
+            }
+            Err(RefreshError::Reused {
+                user_id,
+                session_id,
+            }) => {
+                revocation::revoke_sessions(&state.cache, &[session_id]).await?;
+                let mut context = client.audit(None);
+                context.actor = Some(user_id);
+                let event = Event::new("auth.refresh.reused")
+                    .on("user", user_id)
+                    .details(serde_json::json!({ "session_id": session_id }));
+                audit::record(&state.db, &context, event).await?;
+                return Err(Error::Unauthorized(
+                    "The session has expired; sign in again.".to_owned(),
+                ));
+            }
+            Err(RefreshError::Internal(err)) => return Err(err),
+        };
+        let user = users::find(&state.db, issued.user_id).await?;
+        if user.status != crate::db::entities::user::UserStatus::Active {
+            sessions::revoke_session(&state.db, issued.session_id).await?;
+            return Err(Error::Unauthorized(
+                "The session has expired; sign in again.".to_owned(),
+            ));
+        }
+        session_response(&state, jar.clone(), &issued, user.into())
+    };
+    match attempt.await {
+        Ok(ok) => Ok(ok),
+        Err(err) => Err((jar.clone().add(removal_cookie()), Problem::from(err))),
+    }
+}
+
+/// End this session: the refresh token is revoked and the access token
+/// blacklisted until it expires.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn logout(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    client: ClientInfo,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Result<(StatusCode, CookieJar)> {
+    check_origin(&headers, &state)?;
+    let Credential::Session {
+        session_id,
+        jti,
+        expires_at,
+    } = actor.credential
+    else {
+        return Err(Error::invalid_field(
+            "authorization",
+            "API tokens have no session to end; revoke the token instead",
+        ));
+    };
+    sessions::revoke_session(&state.db, session_id).await?;
+    revocation::revoke_access_token(&state.cache, jti, expires_at).await?;
+    let event = Event::new("auth.logout").on("user", actor.user_id);
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie())))
+}

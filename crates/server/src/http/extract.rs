@@ -1,0 +1,189 @@
+//! Extractors for who is calling and from where. Each route declares who may
+//! call it by the extractor it takes: [`CurrentUser`] (any signed-in account),
+//! [`Staff`] (support or admin) or [`Admin`].
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+
+use crate::db::entities::user::UserRole;
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::problem::Problem;
+use crate::http::request_id::RequestId;
+use crate::modules::audit;
+use crate::modules::auth::{Actor, Credential, access, revocation};
+
+/// The client as far as we can tell: the peer address, or the address a
+/// trusted proxy says it forwarded for.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl ClientInfo {
+    pub fn ip_string(&self) -> String {
+        self.ip
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+
+    /// The audit context for `actor` (or an anonymous caller).
+    pub fn audit(&self, actor: Option<&Actor>) -> audit::Context {
+        audit::Context {
+            actor: actor.map(|a| a.user_id),
+            impersonator: actor.and_then(|a| a.impersonator),
+            ip: self.ip.map(|ip| ip.to_string()),
+            user_agent: self.user_agent.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+
+    pub fn session_origin(&self) -> crate::modules::auth::sessions::Origin {
+        crate::modules::auth::sessions::Origin {
+            ip: self.ip.map(|ip| ip.to_string()),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// The rightmost `X-Forwarded-For` hop not added by one of our proxies.
+fn forwarded_client(parts: &Parts, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let header = parts.headers.get("x-forwarded-for")?.to_str().ok()?;
+    header
+        .rsplit(',')
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+}
+
+impl FromRequestParts<AppState> for ClientInfo {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let trusted = &state.config.trusted_proxies;
+        let ip = match peer {
+            Some(peer) if trusted.contains(&peer) => {
+                forwarded_client(parts, trusted).or(Some(peer))
+            }
+            other => other,
+        };
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(512).collect());
+        let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
+        Ok(Self {
+            ip,
+            user_agent,
+            request_id,
+        })
+    }
+}
+
+fn unauthorized(detail: &str) -> Problem {
+    Problem::from(Error::Unauthorized(detail.to_owned()))
+}
+
+/// Authenticates the `Authorization: Bearer` credential: an access token or
+/// a personal API token (`vmc_…`).
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, Problem> {
+    let token = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            unauthorized("Sign in, or send an access token as `Authorization: Bearer …`.")
+        })?;
+    let actor = {
+        let claims = access::verify(&state.keys, token).map_err(Problem::from)?;
+        if revocation::is_revoked(&state.cache, &claims)
+            .await
+            .map_err(Problem::from)?
+        {
+            return Err(unauthorized("The access token has been revoked."));
+        }
+        Actor {
+            user_id: claims.sub,
+            role: claims.role,
+            credential: Credential::Session {
+                session_id: claims.sid,
+                jti: claims.jti,
+                expires_at: claims.expires_at(),
+            },
+            impersonator: claims.imp,
+        }
+    };
+    if !matches!(parts.method, Method::GET | Method::HEAD) {
+        actor.require_write().map_err(Problem::from)?;
+    }
+    tracing::Span::current().record("user_id", tracing::field::display(actor.user_id));
+    Ok(actor)
+}
+
+/// Any signed-in account.
+#[derive(Clone, Debug)]
+pub struct CurrentUser(pub Actor);
+
+/// Support or Admin.
+#[derive(Clone, Debug)]
+pub struct Staff(pub Actor);
+
+/// Admin only.
+#[derive(Clone, Debug)]
+pub struct Admin(pub Actor);
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let actor = authenticate(parts, state).await?;
+        if !actor.is_staff() {
+            return Err(
+                Error::Forbidden("This needs a support or admin account.".to_owned()).into(),
+            );
+        }
+        Ok(Self(actor))
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let actor = authenticate(parts, state).await?;
+        if actor.role != UserRole::Admin {
+            return Err(Error::Forbidden("This needs an admin account.".to_owned()).into());
+        }
+        Ok(Self(actor))
+    }
+}

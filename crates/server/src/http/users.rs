@@ -1,0 +1,145 @@
+//! `/api/v1/users/me`: the signed-in account, its password and its sessions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::error::Result;
+use crate::http::AppState;
+use crate::http::extract::{ClientInfo, CurrentUser};
+use crate::http::json::ValidJson;
+use crate::http::problem::Problem;
+use crate::modules::audit::{self, Event};
+use crate::modules::auth::revocation;
+use crate::modules::auth::sessions::{self, SessionView};
+use crate::modules::users::{self, ProfileChanges, UserView};
+
+/// The signed-in account.
+#[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, body = UserView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn me(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+) -> Result<Json<UserView>> {
+    Ok(Json(users::find(&state.db, actor.user_id).await?.into()))
+}
+
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdate {
+    #[garde(skip)]
+    pub name: Option<String>,
+    /// `en` or `fr`.
+    #[garde(skip)]
+    pub locale: Option<String>,
+    /// ISO 3166-1 alpha-2; an empty string clears it.
+    #[garde(skip)]
+    pub country: Option<String>,
+    #[garde(skip)]
+    pub company: Option<String>,
+    #[garde(skip)]
+    pub vat_id: Option<String>,
+}
+
+/// Update the signed-in account's profile.
+#[utoipa::path(patch, path = "/users/me", tag = "users", security(("bearer" = [])), request_body = ProfileUpdate,
+    responses(
+        (status = 200, body = UserView),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    ValidJson(body): ValidJson<ProfileUpdate>,
+) -> Result<Json<UserView>> {
+    let changes = ProfileChanges {
+        name: body.name,
+        locale: body.locale,
+        country: body.country,
+        company: body.company,
+        vat_id: body.vat_id,
+    };
+    Ok(Json(
+        users::update_profile(&state.db, actor.user_id, changes)
+            .await?
+            .into(),
+    ))
+}
+
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    #[garde(skip)]
+    #[schema(value_type = String, format = Password)]
+    pub current_password: SecretString,
+    #[garde(skip)]
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// Change the password; every other session is signed out.
+#[utoipa::path(post, path = "/users/me/password", tag = "users", security(("bearer" = [])), request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<PasswordChange>,
+) -> Result<StatusCode> {
+    users::change_password(
+        &state.db,
+        actor.user_id,
+        body.current_password,
+        body.new_password,
+    )
+    .await?;
+    let others = sessions::revoke_all(&state.db, actor.user_id, actor.session_id()).await?;
+    revocation::revoke_sessions(&state.cache, &others).await?;
+    let event = Event::new("user.password_changed")
+        .on("user", actor.user_id)
+        .details(serde_json::json!({ "sessions_revoked": others.len() }));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The signed-in account's live sessions.
+#[utoipa::path(get, path = "/users/me/sessions", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = Vec<SessionView>)))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+) -> Result<Json<Vec<SessionView>>> {
+    Ok(Json(
+        sessions::list(&state.db, actor.user_id, actor.session_id()).await?,
+    ))
+}
+
+/// Sign one session out.
+#[utoipa::path(delete, path = "/users/me/sessions/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    client: ClientInfo,
+    Path(id): Path<uuid::Uuid>,
+) -> Result<StatusCode> {
+    sessions::revoke_own_session(&state.db, actor.user_id, id).await?;
+    revocation::revoke_sessions(&state.cache, &[id]).await?;
+    let event = Event::new("auth.session.revoked")
+        .on("user", actor.user_id)
+        .details(serde_json::json!({ "session_id": id }));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,71 @@
+//! Authentication: who is calling, with what credential, and whether that
+//! credential still holds.
+
+pub mod access;
+pub mod keys;
+pub mod login;
+pub mod rate_limit;
+pub mod revocation;
+pub mod sessions;
+
+use chrono::{DateTime, Utc};
+
+use crate::db::entities::api_token::TokenScope;
+use crate::db::entities::user::UserRole;
+use crate::error::{Error, Result};
+use crate::ids::{ApiTokenId, UserId};
+
+/// How the caller proved who they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// An access token of a signed-in session.
+    Session {
+        session_id: uuid::Uuid,
+        jti: uuid::Uuid,
+        expires_at: DateTime<Utc>,
+    },
+    /// A personal API token.
+    ApiToken {
+        token_id: ApiTokenId,
+        scope: TokenScope,
+    },
+}
+
+/// The authenticated caller, as services see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: UserId,
+    pub role: UserRole,
+    pub credential: Credential,
+    /// The admin acting as this user, when impersonating.
+    pub impersonator: Option<UserId>,
+}
+
+impl Actor {
+    pub fn is_staff(&self) -> bool {
+        matches!(self.role, UserRole::Support | UserRole::Admin)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == UserRole::Admin
+    }
+
+    /// The session id, when the caller is a signed-in session.
+    pub fn session_id(&self) -> Option<uuid::Uuid> {
+        match self.credential {
+            Credential::Session { session_id, .. } => Some(session_id),
+            Credential::ApiToken { .. } => None,
+        }
+    }
+
+    /// Read-only API tokens may not change anything.
+    pub fn require_write(&self) -> Result<()> {
+        match self.credential {
+            Credential::ApiToken {
+                scope: TokenScope::Read,
+                ..
+            } => Err(Error::Forbidden("This API token is read-only.".to_owned())),
+            _ => Ok(()),
+        }
+    }
+}
