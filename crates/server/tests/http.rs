@@ -261,3 +261,86 @@ async fn json_bodies_are_checked_for_type_syntax_shape_size_and_rules() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn security_headers_are_on_every_response_and_hsts_only_over_tls() {
+    let app = TestApp::spawn().await;
+    for path in ["/healthz", "/api/v1/nothing-here"] {
+        let response = app.get(path).await;
+        let headers = response.headers();
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .expect("ascii")
+                .contains("frame-ancestors 'none'")
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(
+            headers["referrer-policy"],
+            "strict-origin-when-cross-origin"
+        );
+        assert!(headers.contains_key("permissions-policy"));
+        assert!(
+            !headers.contains_key("strict-transport-security"),
+            "plain http"
+        );
+    }
+    app.stop().await;
+
+    let tls =
+        TestApp::spawn_with(|c| c.public_url = Some("https://cloud.example.com".into())).await;
+    let response = tls.get("/healthz").await;
+    assert!(
+        response.headers()["strict-transport-security"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("max-age=")
+    );
+    tls.stop().await;
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins_with_credentials() {
+    let app = TestApp::spawn_with(|c| {
+        c.cors_allowed_origins = vec!["https://console.example.com".into()];
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/users/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://console.example.com")
+        .await
+        .expect("sent");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://console.example.com"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let denied = preflight("https://evil.example").await.expect("sent");
+    assert!(!denied.headers().contains_key("access-control-allow-origin"));
+    app.stop().await;
+
+    let same_origin_only = TestApp::spawn().await;
+    let response = same_origin_only
+        .client
+        .get(same_origin_only.url("/healthz"))
+        .header("origin", "https://console.example.com")
+        .send()
+        .await
+        .expect("sent");
+    assert!(
+        !response
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    same_origin_only.stop().await;
+}

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod problem;
 pub mod request_id;
+pub mod security;
 pub mod users;
 
 use std::sync::Arc;
@@ -69,7 +70,8 @@ pub fn probe_router(state: AppState) -> Router {
 pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
     let body_limit = state.config.body_limit_bytes;
     let timeout = state.config.request_timeout();
-    routes
+    let config = state.config.clone();
+    let router = routes
         .route("/metrics", get(metrics::render))
         .fallback(unknown_route)
         .with_state(state)
@@ -98,8 +100,8 @@ pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
                     )
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        .layer(from_fn(request_id::request_id))
+        );
+    security::harden(router, &config).layer(from_fn(request_id::request_id))
 }
 
 async fn unknown_route() -> Error {
