@@ -130,6 +130,20 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, Problem>
         actor.require_write().map_err(Problem::from)?;
     }
     tracing::Span::current().record("user_id", tracing::field::display(actor.user_id));
+    if let Some(admin) = actor.impersonator {
+        // Everything done as someone else is on the record, reads included.
+        let client = ClientInfo::from_request_parts(&mut parts.clone(), state).await?;
+        let event = audit::Event::new("impersonation.request")
+            .on("user", actor.user_id)
+            .details(serde_json::json!({
+                "method": parts.method.as_str(),
+                "path": parts.uri.path(),
+                "admin_id": admin,
+            }));
+        audit::record(&state.db, &client.audit(Some(&actor)), event)
+            .await
+            .map_err(Problem::from)?;
+    }
     Ok(actor)
 }
 

@@ -3,6 +3,7 @@
 //! request id, tracing, compression, problem details, panics, timeout, body
 //! limit.
 
+pub mod admin_users;
 pub mod auth;
 pub mod extract;
 pub mod health;

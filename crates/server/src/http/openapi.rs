@@ -8,7 +8,7 @@ use utoipa_axum::routes;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::http::{AppState, auth, health, users};
+use crate::http::{AppState, admin_users, auth, health, users};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use crate::http::{AppState, auth, health, users};
         (name = "health", description = "Liveness and readiness probes"),
         (name = "auth", description = "Registration, sign-in and sessions"),
         (name = "users", description = "The signed-in account"),
+        (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
 )]
@@ -58,7 +59,13 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(users::me, users::update_me))
         .routes(routes!(users::change_password))
         .routes(routes!(users::list_sessions))
-        .routes(routes!(users::revoke_session));
+        .routes(routes!(users::revoke_session))
+        .routes(routes!(admin_users::list))
+        .routes(routes!(admin_users::get))
+        .routes(routes!(admin_users::change_role))
+        .routes(routes!(admin_users::suspend))
+        .routes(routes!(admin_users::unsuspend))
+        .routes(routes!(admin_users::impersonate));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -1,5 +1,6 @@
 //! Accounts: creation, with normalised emails and hashed passwords.
 
+pub mod admin;
 pub mod password;
 
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, SqlErr};
