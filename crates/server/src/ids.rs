@@ -82,6 +82,7 @@ typed_id!(
     NotificationId,
     JobId,
     InstanceMetricId,
+    OneTimeTokenId,
 );
 
 #[cfg(test)]

@@ -52,6 +52,16 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
+        if role == Role::Serve
+            && let Some(token) = crate::modules::users::flows::first_admin_setup_token(&db).await?
+        {
+            tracing::warn!(
+                "no admin account yet: create one within the hour at {}/setup?token={token} \
+                 (or POST the token with email, password and name to /api/v1/auth/setup, \
+                 or run `vmcloud admin create-user --role admin`)",
+                config.public_url()
+            );
+        }
         tracing::info!(
             database = ?db.backend(),
             cache = cache.backend_name(),

@@ -18,7 +18,7 @@ use crate::modules::auth::access::{self, ACCESS_TOKEN_TTL, Grant};
 use crate::modules::auth::login::{self, LoginFailure};
 use crate::modules::auth::sessions::{self, IssuedRefresh, RefreshError};
 use crate::modules::auth::{Credential, rate_limit, revocation};
-use crate::modules::users::{self, NewUser, UserView};
+use crate::modules::users::{self, NewUser, UserView, flows};
 
 /// The refresh cookie, sent only to the auth endpoints.
 pub const REFRESH_COOKIE: &str = "vmcloud_refresh";
@@ -315,4 +315,118 @@ pub async fn logout(
     let event = Event::new("auth.logout").on("user", actor.user_id);
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie())))
+}
+
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The token from the emailed link.
+    #[garde(length(min = 1, max = 128))]
+    pub token: String,
+}
+
+/// Confirm an email address with the token from the verification link.
+#[utoipa::path(post, path = "/auth/verify-email", tag = "auth", request_body = TokenRequest,
+    responses(
+        (status = 200, body = UserView),
+        (status = 422, description = "Invalid or expired token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<TokenRequest>,
+) -> Result<Json<UserView>> {
+    let account = flows::verify_email(&state.db, &body.token).await?;
+    let mut context = client.audit(None);
+    context.actor = Some(account.id);
+    audit::record(
+        &state.db,
+        &context,
+        Event::new("user.email_verified").on("user", account.id),
+    )
+    .await?;
+    Ok(Json(account.into()))
+}
+
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    #[garde(length(min = 1, max = 128))]
+    pub token: String,
+    #[garde(skip)]
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// Set a new password with the token from the reset link; every session of
+/// the account ends.
+#[utoipa::path(post, path = "/auth/reset-password", tag = "auth", request_body = ResetPasswordRequest,
+    responses(
+        (status = 204, description = "Password changed"),
+        (status = 422, description = "Invalid or expired token, or a weak password", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn reset_password(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<ResetPasswordRequest>,
+) -> Result<StatusCode> {
+    let user_id = flows::reset_password(&state.db, &body.token, body.new_password).await?;
+    let revoked = sessions::revoke_all(&state.db, user_id, None).await?;
+    revocation::revoke_sessions(&state.cache, &revoked).await?;
+    let mut context = client.audit(None);
+    context.actor = Some(user_id);
+    audit::record(
+        &state.db,
+        &context,
+        Event::new("user.password_reset").on("user", user_id),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetupRequest {
+    /// The token of the setup link printed in the log at start-up.
+    #[garde(length(min = 1, max = 128))]
+    pub token: String,
+    #[garde(skip)]
+    pub email: String,
+    #[garde(skip)]
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    #[garde(skip)]
+    pub name: String,
+}
+
+/// Create the first admin with the one-time setup link. Refused once any
+/// admin exists.
+#[utoipa::path(post, path = "/auth/setup", tag = "auth", request_body = SetupRequest,
+    responses(
+        (status = 201, body = UserView),
+        (status = 409, description = "An admin exists already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn setup(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<SetupRequest>,
+) -> Result<(StatusCode, Json<UserView>)> {
+    let admin = NewUser {
+        email: body.email,
+        name: Some(body.name),
+        password: body.password,
+        role: UserRole::Admin,
+        email_verified: true,
+    };
+    let account = flows::complete_setup(&state.db, &body.token, admin).await?;
+    let mut context = client.audit(None);
+    context.actor = Some(account.id);
+    audit::record(
+        &state.db,
+        &context,
+        Event::new("user.first_admin_created").on("user", account.id),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(account.into())))
 }

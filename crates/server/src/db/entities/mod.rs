@@ -67,6 +67,7 @@ pub mod ip_address;
 pub mod job;
 pub mod node;
 pub mod notification;
+pub mod one_time_token;
 pub mod product;
 pub mod product_region;
 pub mod refresh_token;

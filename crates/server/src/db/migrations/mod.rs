@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_core_schema;
 mod m20261125_000002_job_queue;
+mod m20261125_000005_one_time_tokens;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_core_schema::Migration),
             Box::new(m20261125_000002_job_queue::Migration),
+            Box::new(m20261125_000005_one_time_tokens::Migration),
         ]
     }
 }

@@ -1,6 +1,7 @@
 //! Accounts: creation, with normalised emails and hashed passwords.
 
 pub mod admin;
+pub mod flows;
 pub mod password;
 
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, SqlErr};
@@ -115,11 +116,12 @@ fn validate_email(email: &str) -> Option<FieldError> {
         .map(|_| FieldError::new("email", "is not a valid email address"))
 }
 
-pub async fn create_user(db: &Database, new: NewUser) -> Result<user::Model> {
+/// The normalised email and name of a new account, or every field error.
+pub fn validate_new_user(new: &NewUser) -> Result<(String, String)> {
     let email = normalise_email(&new.email);
     let mut fields: Vec<FieldError> = validate_email(&email).into_iter().collect();
     fields.extend(check_password_policy("password", &new.password));
-    let name = match new.name {
+    let name = match &new.name {
         Some(name) => name.trim().to_owned(),
         None => email.split('@').next().unwrap_or_default().to_owned(),
     };
@@ -129,9 +131,15 @@ pub async fn create_user(db: &Database, new: NewUser) -> Result<user::Model> {
             "must be 1 to 100 characters, without control characters",
         ));
     }
-    if !fields.is_empty() {
-        return Err(Error::invalid(fields));
+    if fields.is_empty() {
+        Ok((email, name))
+    } else {
+        Err(Error::invalid(fields))
     }
+}
+
+pub async fn create_user(db: &Database, new: NewUser) -> Result<user::Model> {
+    let (email, name) = validate_new_user(&new)?;
     let password_hash = password::hash(new.password).await?;
     let account = user::ActiveModel {
         email: Set(email),
