@@ -317,3 +317,33 @@ pub async fn session_from(response: reqwest::Response) -> Session {
         refresh_cookie,
     }
 }
+
+impl TestApp {
+    /// A fresh session for an account, opened the way login opens one, without
+    /// spending a login (and its rate limit).
+    pub async fn session_for(&self, user_id: &str) -> Session {
+        use vmcloud_server::modules::auth::{access, sessions};
+        let id: vmcloud_server::ids::UserId = user_id.parse().expect("uuid");
+        let account = vmcloud_server::modules::users::find(&self.state.db, id)
+            .await
+            .expect("user");
+        let refresh = sessions::open(&self.state.db, id, None, &sessions::Origin::default())
+            .await
+            .expect("session");
+        let token = access::issue(
+            &self.state.keys,
+            access::Grant {
+                user_id: id,
+                role: account.role,
+                session_id: refresh.session_id,
+                impersonator: None,
+            },
+        )
+        .expect("token");
+        Session {
+            user_id: user_id.to_owned(),
+            access_token: token.token,
+            refresh_cookie: refresh.token,
+        }
+    }
+}

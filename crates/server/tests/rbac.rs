@@ -1,0 +1,180 @@
+//! The RBAC matrix: every operation of the OpenAPI document, called as an
+//! anonymous client and as each role, gets the answer its access level
+//! dictates. An operation missing from the table fails the test, so a new
+//! endpoint cannot ship without deciding who may call it.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Session, TestApp};
+use reqwest::Method;
+use vmcloud_server::db::entities::user::UserRole;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Any signed-in account.
+    Account,
+    /// Any signed-in account, proven by the refresh cookie rather than a
+    /// bearer token.
+    SessionCookie,
+    /// Support and admin.
+    Staff,
+    Admin,
+}
+
+/// Who may call each operation, keyed `METHOD /path` as in the document.
+fn matrix() -> BTreeMap<&'static str, Access> {
+    use Access::{Account, Admin, Public, SessionCookie, Staff};
+    BTreeMap::from([
+        ("GET /healthz", Public),
+        ("GET /readyz", Public),
+        ("POST /api/v1/auth/register", Public),
+        ("POST /api/v1/auth/login", Public),
+        ("POST /api/v1/auth/refresh", SessionCookie),
+        ("POST /api/v1/auth/logout", Account),
+        ("POST /api/v1/auth/verify-email", Public),
+        ("POST /api/v1/auth/reset-password", Public),
+        ("POST /api/v1/auth/setup", Public),
+        ("GET /api/v1/users/me", Account),
+        ("PATCH /api/v1/users/me", Account),
+        ("POST /api/v1/users/me/password", Account),
+        ("GET /api/v1/users/me/sessions", Account),
+        ("DELETE /api/v1/users/me/sessions/{id}", Account),
+        ("GET /api/v1/admin/users", Staff),
+        ("GET /api/v1/admin/users/{id}", Staff),
+        ("PATCH /api/v1/admin/users/{id}/role", Admin),
+        ("POST /api/v1/admin/users/{id}/suspend", Admin),
+        ("POST /api/v1/admin/users/{id}/unsuspend", Admin),
+        ("POST /api/v1/admin/users/{id}/impersonate", Admin),
+    ])
+}
+
+fn permitted(access: Access, role: Option<UserRole>) -> bool {
+    match (access, role) {
+        (Access::Public, _) | (Access::Account | Access::SessionCookie, Some(_)) => true,
+        (_, None) => false,
+        (Access::Staff, Some(role)) => role != UserRole::Customer,
+        (Access::Admin, Some(role)) => role == UserRole::Admin,
+    }
+}
+
+fn operations(document: &serde_json::Value) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            found.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_operation_answers_each_role_as_the_matrix_says() {
+    let app = TestApp::spawn().await;
+    let matrix = matrix();
+    let document: serde_json::Value =
+        serde_json::from_str(&vmcloud_server::http::openapi::document()).expect("json");
+    let operations = operations(&document);
+    let missing: Vec<String> = operations
+        .iter()
+        .map(|(m, p)| format!("{m} {p}"))
+        .filter(|key| !matrix.contains_key(key.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "operations without an RBAC decision: {missing:?}"
+    );
+    let stale: Vec<&&str> = matrix
+        .keys()
+        .filter(|key| !operations.iter().any(|(m, p)| format!("{m} {p}") == **key))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "matrix entries for operations that no longer exist: {stale:?}"
+    );
+
+    let admin_id = app
+        .create_user("root@example.org", "correct horse battery", UserRole::Admin)
+        .await;
+    let support_id = app
+        .create_user(
+            "help@example.org",
+            "correct horse battery",
+            UserRole::Support,
+        )
+        .await;
+    let customer_id = app
+        .create_user(
+            "ada@example.org",
+            "correct horse battery",
+            UserRole::Customer,
+        )
+        .await;
+    // The object that `{id}` stands for: another customer, so no route
+    // refuses because the target is the caller or an admin.
+    let target_id = app
+        .create_user(
+            "target@example.org",
+            "correct horse battery",
+            UserRole::Customer,
+        )
+        .await;
+    let roles = [
+        (None, None::<&str>),
+        (Some(UserRole::Customer), Some(customer_id.as_str())),
+        (Some(UserRole::Support), Some(support_id.as_str())),
+        (Some(UserRole::Admin), Some(admin_id.as_str())),
+    ];
+
+    let mut failures = Vec::new();
+    for (method, path) in &operations {
+        let access = matrix[format!("{method} {path}").as_str()];
+        for (role, user) in roles {
+            // A fresh session per call: some operations end the session.
+            let session: Option<Session> = match user {
+                Some(id) => Some(app.session_for(id).await),
+                None => None,
+            };
+            let url = path.replace("{id}", &target_id);
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            let mut request = app.client.request(method.clone(), app.url(&url));
+            if let Some(session) = &session {
+                request = if access == Access::SessionCookie {
+                    request.header(
+                        "cookie",
+                        format!("vmcloud_refresh={}", session.refresh_cookie),
+                    )
+                } else {
+                    request.bearer_auth(&session.access_token)
+                };
+            }
+            if method != Method::GET && method != Method::DELETE {
+                // An empty object: enough to get past authorization, never
+                // enough to change anything.
+                request = request.json(&serde_json::json!({}));
+            }
+            let status = request.send().await.expect("sent").status().as_u16();
+            let ok = if permitted(access, role) {
+                status != 401 && status != 403
+            } else if role.is_none() {
+                status == 401
+            } else {
+                status == 403
+            };
+            if !ok {
+                failures.push(format!(
+                    "{method} {path} as {role:?}: {status} (access {access:?})"
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "RBAC violations:\n{}",
+        failures.join("\n")
+    );
+    app.stop().await;
+}
