@@ -113,6 +113,15 @@ async fn role_changes_apply_at_once_and_protect_the_last_admin() {
         .expect("sent");
     assert_eq!(old_token.status(), 401, "the old role's token is cut off");
     let ada = app.login("ada@example.org", PASSWORD).await;
+    let me: serde_json::Value = app
+        .authed(Method::GET, "/api/v1/users/me", &ada)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["role"], "support");
     let as_support = app
         .authed(Method::GET, "/api/v1/admin/users", &ada)
         .send()

@@ -415,6 +415,15 @@ async fn profile_updates_are_validated() {
     let app = TestApp::spawn().await;
     app.register("ada@example.org", PASSWORD).await;
     let session = app.login("ada@example.org", PASSWORD).await;
+    let before: serde_json::Value = app
+        .authed(Method::GET, "/api/v1/users/me", &session)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(before["name"], "Test User");
     let updated = app
         .authed(Method::PATCH, "/api/v1/users/me", &session)
         .json(&json!({"name": "Ada Lovelace", "locale": "fr", "country": "fr", "vat_id": "FR 12 345678901"}))
@@ -426,6 +435,15 @@ async fn profile_updates_are_validated() {
     assert_eq!(body["country"], "FR");
     assert_eq!(body["vat_id"], "FR12345678901");
     assert_eq!(body["locale"], "fr");
+    let after: serde_json::Value = app
+        .authed(Method::GET, "/api/v1/users/me", &session)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(after["name"], "Ada Lovelace", "the cached view is dropped on update");
 
     let invalid = app
         .authed(Method::PATCH, "/api/v1/users/me", &session)
@@ -512,4 +530,33 @@ async fn tokens_with_bad_signatures_unknown_keys_or_past_expiry_are_401() {
 
 fn base64_url(text: &str) -> String {
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, text)
+}
+
+#[tokio::test]
+async fn closing_an_account_needs_the_password_and_frees_the_email() {
+    let app = TestApp::spawn().await;
+    app.register("ada@example.org", PASSWORD).await;
+    let session = app.login("ada@example.org", PASSWORD).await;
+    let wrong = app
+        .authed(Method::POST, "/api/v1/users/me/deletion", &session)
+        .json(&json!({"password": "not the password"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(wrong.status(), 422);
+    let closed = app
+        .authed(Method::POST, "/api/v1/users/me/deletion", &session)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(closed.status(), 204);
+    assert_eq!(app.authed(Method::GET, "/api/v1/users/me", &session).send().await.expect("sent").status(), 401);
+    let login = app
+        .post_json("/api/v1/auth/login", &json!({"email": "ada@example.org", "password": PASSWORD}))
+        .await;
+    assert_eq!(login.status(), 401);
+    app.register("ada@example.org", PASSWORD).await;
+    assert!(audit_actions(&app).await.contains(&"user.deleted".to_owned()));
+    app.stop().await;
 }

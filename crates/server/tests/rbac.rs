@@ -41,6 +41,7 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/users/me", Account),
         ("PATCH /api/v1/users/me", Account),
         ("POST /api/v1/users/me/password", Account),
+        ("POST /api/v1/users/me/deletion", Account),
         ("GET /api/v1/users/me/sessions", Account),
         ("DELETE /api/v1/users/me/sessions/{id}", Account),
         ("GET /api/v1/admin/users", Staff),

@@ -61,6 +61,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::setup))
         .routes(routes!(users::me, users::update_me))
         .routes(routes!(users::change_password))
+        .routes(routes!(users::delete_me))
         .routes(routes!(users::list_sessions))
         .routes(routes!(users::revoke_session))
         .routes(routes!(admin_users::list))

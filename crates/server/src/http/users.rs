@@ -26,7 +26,7 @@ pub async fn me(
     State(state): State<AppState>,
     CurrentUser(actor): CurrentUser,
 ) -> Result<Json<UserView>> {
-    Ok(Json(users::find(&state.db, actor.user_id).await?.into()))
+    Ok(Json(users::view(&state.db, &state.cache, actor.user_id).await?))
 }
 
 #[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
@@ -65,7 +65,7 @@ pub async fn update_me(
         vat_id: body.vat_id,
     };
     Ok(Json(
-        users::update_profile(&state.db, actor.user_id, changes)
+        users::update_profile(&state.db, &state.cache, actor.user_id, changes)
             .await?
             .into(),
     ))
@@ -140,6 +140,39 @@ pub async fn revoke_session(
     let event = Event::new("auth.session.revoked")
         .on("user", actor.user_id)
         .details(serde_json::json!({ "session_id": id }));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDeletion {
+    /// The current password, to confirm.
+    #[garde(skip)]
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+/// Close the signed-in account. Invoices and payments are kept, as the law
+/// requires; every session ends.
+#[utoipa::path(post, path = "/users/me/deletion", tag = "users", security(("bearer" = [])), request_body = AccountDeletion,
+    responses(
+        (status = 204, description = "Account closed"),
+        (status = 422, description = "Wrong password", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_me(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<AccountDeletion>,
+) -> Result<StatusCode> {
+    let before = users::find(&state.db, actor.user_id).await?;
+    users::delete_account(&state.db, &state.cache, actor.user_id, body.password).await?;
+    let revoked = sessions::revoke_all(&state.db, actor.user_id, None).await?;
+    revocation::revoke_sessions(&state.cache, &revoked).await?;
+    let event = Event::new("user.deleted")
+        .on("user", actor.user_id)
+        .details(serde_json::json!({ "email": before.email }));
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -138,12 +138,12 @@ pub async fn check_password(
 }
 
 /// Records a completed login (after any second factor).
-pub async fn record_success(db: &Database, account: user::Model) -> Result<user::Model> {
+pub async fn record_success(db: &Database, cache: &Cache, account: user::Model) -> Result<user::Model> {
     let mut active = account.into_active_model();
     active.failed_login_count = Set(0);
     active.locked_until = Set(None);
     active.last_login_at = Set(Some(now()));
-    Ok(active.update(db.writer()).await?)
+    crate::modules::users::save(db, cache, active).await
 }
 
 #[cfg(test)]

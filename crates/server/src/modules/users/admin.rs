@@ -5,15 +5,16 @@
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, Condition, EntityTrait as _, IntoActiveModel as _,
+    ColumnTrait as _, Condition, EntityTrait as _, IntoActiveModel as _,
     PaginatorTrait as _, QueryFilter as _,
 };
 
+use crate::cache::Cache;
 use crate::db::Database;
 use crate::db::entities::user::{self, UserRole, UserStatus};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
-use crate::modules::users::{UserView, find};
+use crate::modules::users::{UserView, find, save};
 use crate::pagination::{Page, PageRequest, fetch_page};
 
 #[derive(Clone, Debug, Default)]
@@ -74,6 +75,7 @@ async fn other_admins(db: &Database, except: UserId) -> Result<u64> {
 
 pub async fn change_role(
     db: &Database,
+    cache: &Cache,
     actor: UserId,
     target: UserId,
     role: UserRole,
@@ -90,11 +92,12 @@ pub async fn change_role(
     }
     let mut active = account.into_active_model();
     active.role = Set(role);
-    Ok(active.update(db.writer()).await?)
+    save(db, cache, active).await
 }
 
 pub async fn set_suspended(
     db: &Database,
+    cache: &Cache,
     actor: UserId,
     target: UserId,
     suspended: bool,
@@ -111,7 +114,7 @@ pub async fn set_suspended(
     } else {
         UserStatus::Active
     });
-    Ok(active.update(db.writer()).await?)
+    save(db, cache, active).await
 }
 
 /// Who an admin may act as: never themselves, never another admin.

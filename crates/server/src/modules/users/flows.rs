@@ -8,6 +8,7 @@ use sea_orm::{
 };
 use secrecy::SecretString;
 
+use crate::cache::Cache;
 use crate::db::Database;
 use crate::db::entities::now;
 use crate::db::entities::one_time_token::TokenPurpose;
@@ -16,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::UserId;
 use crate::modules::auth::one_time;
 use crate::modules::users::{
-    NewUser, check_password_policy, create_user, find, password, validate_new_user,
+    NewUser, check_password_policy, create_user, find, password, save, validate_new_user,
 };
 
 fn invalid_link() -> Error {
@@ -24,7 +25,7 @@ fn invalid_link() -> Error {
 }
 
 /// Marks the email of the token's account verified.
-pub async fn verify_email(db: &Database, token: &str) -> Result<user::Model> {
+pub async fn verify_email(db: &Database, cache: &Cache, token: &str) -> Result<user::Model> {
     let user_id = one_time::consume(db, TokenPurpose::VerifyEmail, token)
         .await?
         .flatten()
@@ -35,13 +36,14 @@ pub async fn verify_email(db: &Database, token: &str) -> Result<user::Model> {
     }
     let mut active = account.into_active_model();
     active.email_verified_at = Set(Some(now()));
-    Ok(active.update(db.writer()).await?)
+    save(db, cache, active).await
 }
 
 /// Sets a new password from a reset link; the caller ends the account's
 /// sessions.
 pub async fn reset_password(
     db: &Database,
+    cache: &Cache,
     token: &str,
     new_password: SecretString,
 ) -> Result<UserId> {
@@ -62,7 +64,7 @@ pub async fn reset_password(
     }
     active.failed_login_count = Set(0);
     active.locked_until = Set(None);
-    active.update(db.writer()).await?;
+    save(db, cache, active).await?;
     Ok(user_id)
 }
 

@@ -51,7 +51,7 @@ pub fn check_password_policy(field: &str, candidate: &SecretString) -> Option<Fi
 }
 
 /// An account as its owner and staff see it.
-#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: crate::ids::UserId,
     pub email: String,
@@ -196,6 +196,7 @@ fn optional(value: &str) -> Option<String> {
 
 pub async fn update_profile(
     db: &Database,
+    cache: &crate::cache::Cache,
     id: crate::ids::UserId,
     changes: ProfileChanges,
 ) -> Result<user::Model> {
@@ -251,7 +252,19 @@ pub async fn update_profile(
     if !fields.is_empty() {
         return Err(Error::invalid(fields));
     }
-    Ok(active.update(db.writer()).await?)
+    save(db, cache, active).await
+}
+
+/// Writes an account change and drops its cached view, so no writer can
+/// forget to.
+pub async fn save(
+    db: &Database,
+    cache: &crate::cache::Cache,
+    active: user::ActiveModel,
+) -> Result<user::Model> {
+    let account = active.update(db.writer()).await?;
+    forget_view(cache, account.id).await?;
+    Ok(account)
 }
 
 /// Changes a password after checking the current one.
@@ -276,5 +289,54 @@ pub async fn change_password(
     let mut active = account.into_active_model();
     active.password_hash = Set(hash);
     active.update(db.writer()).await?;
+    Ok(())
+}
+
+/// Closes an account at its owner's request, after checking the password.
+/// The row stays (status `deleted`) so invoices and the ledger keep pointing
+/// at it; the email is released so the address can sign up again.
+pub async fn delete_account(
+    db: &Database,
+    cache: &crate::cache::Cache,
+    id: crate::ids::UserId,
+    password_check: SecretString,
+) -> Result<user::Model> {
+    use sea_orm::IntoActiveModel as _;
+    let account = find(db, id).await?;
+    if !password::verify(password_check, account.password_hash.clone()).await? {
+        return Err(Error::invalid_field("password", "is not your current password"));
+    }
+    let released = format!("deleted+{}@invalid", account.id);
+    let mut active = account.into_active_model();
+    active.status = Set(UserStatus::Deleted);
+    active.deleted_at = Set(Some(crate::db::entities::now()));
+    active.email = Set(released);
+    active.totp_secret = Set(None);
+    active.totp_enabled_at = Set(None);
+    save(db, cache, active).await
+}
+
+/// How long a cached account view may be served. Writers drop it at once
+/// ([`forget_view`]); the bound only limits the damage of a missed one.
+const VIEW_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn view_key(id: crate::ids::UserId) -> String {
+    format!("user-view:{id}")
+}
+
+/// The account as `GET /users/me` shows it, read through the cache: the
+/// hottest authenticated read skips the database.
+pub async fn view(db: &Database, cache: &crate::cache::Cache, id: crate::ids::UserId) -> Result<UserView> {
+    if let Some(view) = cache.get_json::<UserView>(&view_key(id)).await? {
+        return Ok(view);
+    }
+    let view = UserView::from(find(db, id).await?);
+    cache.set_json(&view_key(id), &view, Some(VIEW_TTL)).await?;
+    Ok(view)
+}
+
+/// Drops the cached view after the account changed.
+pub async fn forget_view(cache: &crate::cache::Cache, id: crate::ids::UserId) -> Result<()> {
+    cache.delete(&view_key(id)).await?;
     Ok(())
 }
