@@ -1,3 +1,4 @@
 //! Domain modules: business rules per domain, no HTTP types.
 
+pub mod ssh_keys;
 pub mod users;
