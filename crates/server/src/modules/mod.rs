@@ -1,5 +1,7 @@
 //! Domain modules: business rules, no HTTP types.
 
+pub mod api_tokens;
 pub mod audit;
 pub mod auth;
+pub mod ssh_keys;
 pub mod users;
