@@ -443,7 +443,10 @@ async fn profile_updates_are_validated() {
         .json()
         .await
         .expect("json");
-    assert_eq!(after["name"], "Ada Lovelace", "the cached view is dropped on update");
+    assert_eq!(
+        after["name"], "Ada Lovelace",
+        "the cached view is dropped on update"
+    );
 
     let invalid = app
         .authed(Method::PATCH, "/api/v1/users/me", &session)
@@ -551,12 +554,26 @@ async fn closing_an_account_needs_the_password_and_frees_the_email() {
         .await
         .expect("sent");
     assert_eq!(closed.status(), 204);
-    assert_eq!(app.authed(Method::GET, "/api/v1/users/me", &session).send().await.expect("sent").status(), 401);
+    assert_eq!(
+        app.authed(Method::GET, "/api/v1/users/me", &session)
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        401
+    );
     let login = app
-        .post_json("/api/v1/auth/login", &json!({"email": "ada@example.org", "password": PASSWORD}))
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "ada@example.org", "password": PASSWORD}),
+        )
         .await;
     assert_eq!(login.status(), 401);
     app.register("ada@example.org", PASSWORD).await;
-    assert!(audit_actions(&app).await.contains(&"user.deleted".to_owned()));
+    assert!(
+        audit_actions(&app)
+            .await
+            .contains(&"user.deleted".to_owned())
+    );
     app.stop().await;
 }

@@ -108,7 +108,8 @@ async fn set_suspended(
     id: UserId,
     suspended: bool,
 ) -> Result<Json<UserView>> {
-    let account = admin::set_suspended(&state.db, &state.cache, actor.user_id, id, suspended).await?;
+    let account =
+        admin::set_suspended(&state.db, &state.cache, actor.user_id, id, suspended).await?;
     if suspended {
         end_sessions(&state, id).await?;
     }

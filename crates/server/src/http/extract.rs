@@ -8,13 +8,14 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 
-use crate::db::entities::user::UserRole;
+use crate::db::entities::user::{UserRole, UserStatus};
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::problem::Problem;
 use crate::http::request_id::RequestId;
 use crate::modules::audit;
 use crate::modules::auth::{Actor, Credential, access, revocation};
+use crate::modules::{api_tokens, users};
 
 /// The client as far as we can tell: the peer address, or the address a
 /// trusted proxy says it forwarded for.
@@ -107,7 +108,29 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, Problem>
         .ok_or_else(|| {
             unauthorized("Sign in, or send an access token as `Authorization: Bearer …`.")
         })?;
-    let actor = {
+    let actor = if token.starts_with(api_tokens::TOKEN_PREFIX) {
+        let invalid = || unauthorized("The API token is invalid, expired or revoked.");
+        let found = api_tokens::authenticate(&state.db, token)
+            .await
+            .map_err(Problem::from)?
+            .ok_or_else(invalid)?;
+        // A suspended or closed account's tokens stop working with it.
+        let account = users::find(&state.db, found.user_id)
+            .await
+            .map_err(|_| invalid())?;
+        if account.status != UserStatus::Active {
+            return Err(invalid());
+        }
+        Actor {
+            user_id: found.user_id,
+            role: account.role,
+            credential: Credential::ApiToken {
+                token_id: found.token_id,
+                scope: found.scope,
+            },
+            impersonator: None,
+        }
+    } else {
         let claims = access::verify(&state.keys, token).map_err(Problem::from)?;
         if revocation::is_revoked(&state.cache, &claims)
             .await

@@ -4,6 +4,7 @@
 //! limit.
 
 pub mod admin_users;
+pub mod api_tokens;
 pub mod auth;
 pub mod extract;
 pub mod health;
@@ -14,6 +15,7 @@ pub mod pagination;
 pub mod problem;
 pub mod request_id;
 pub mod security;
+pub mod ssh_keys;
 pub mod users;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use utoipa_axum::routes;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::http::{AppState, admin_users, auth, health, users};
+use crate::http::{AppState, admin_users, api_tokens, auth, health, ssh_keys, users};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -22,6 +22,8 @@ use crate::http::{AppState, admin_users, auth, health, users};
         (name = "health", description = "Liveness and readiness probes"),
         (name = "auth", description = "Registration, sign-in and sessions"),
         (name = "users", description = "The signed-in account"),
+        (name = "ssh-keys", description = "Public keys installed on new instances"),
+        (name = "api-tokens", description = "Personal tokens for automation"),
         (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
@@ -64,6 +66,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(users::delete_me))
         .routes(routes!(users::list_sessions))
         .routes(routes!(users::revoke_session))
+        .routes(routes!(ssh_keys::create, ssh_keys::list))
+        .routes(routes!(ssh_keys::get, ssh_keys::delete))
+        .routes(routes!(api_tokens::create, api_tokens::list))
+        .routes(routes!(api_tokens::revoke))
         .routes(routes!(admin_users::list))
         .routes(routes!(admin_users::get))
         .routes(routes!(admin_users::change_role))

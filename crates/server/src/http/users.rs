@@ -26,7 +26,9 @@ pub async fn me(
     State(state): State<AppState>,
     CurrentUser(actor): CurrentUser,
 ) -> Result<Json<UserView>> {
-    Ok(Json(users::view(&state.db, &state.cache, actor.user_id).await?))
+    Ok(Json(
+        users::view(&state.db, &state.cache, actor.user_id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]

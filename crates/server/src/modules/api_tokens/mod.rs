@@ -36,8 +36,11 @@ pub const MAX_LIFETIME_DAYS: i64 = 366;
 pub const LAST_USED_GRANULARITY_SECS: i64 = 60;
 
 /// What a user submits to make a token.
-#[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema)]
+/// Checked field by field by the service, which reports every problem at
+/// once.
+#[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema, garde::Validate)]
 #[serde(deny_unknown_fields)]
+#[garde(allow_unvalidated)]
 pub struct NewApiToken {
     pub name: String,
     pub scope: TokenScope,

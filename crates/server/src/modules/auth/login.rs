@@ -138,7 +138,11 @@ pub async fn check_password(
 }
 
 /// Records a completed login (after any second factor).
-pub async fn record_success(db: &Database, cache: &Cache, account: user::Model) -> Result<user::Model> {
+pub async fn record_success(
+    db: &Database,
+    cache: &Cache,
+    account: user::Model,
+) -> Result<user::Model> {
     let mut active = account.into_active_model();
     active.failed_login_count = Set(0);
     active.locked_until = Set(None);

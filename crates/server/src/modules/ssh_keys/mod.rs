@@ -22,8 +22,11 @@ use crate::pagination::{Page, PageRequest, fetch_page};
 pub const MAX_NAME_CHARS: usize = 100;
 
 /// What a user submits to add a key.
-#[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema)]
+/// Checked field by field by the service, which reports every problem at
+/// once.
+#[derive(Clone, Debug, serde::Deserialize, utoipa::ToSchema, garde::Validate)]
 #[serde(deny_unknown_fields)]
+#[garde(allow_unvalidated)]
 pub struct NewSshKey {
     /// A label; defaults to the key's comment, or its type when it has none.
     pub name: Option<String>,

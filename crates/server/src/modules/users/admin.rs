@@ -5,8 +5,8 @@
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::{
-    ColumnTrait as _, Condition, EntityTrait as _, IntoActiveModel as _,
-    PaginatorTrait as _, QueryFilter as _,
+    ColumnTrait as _, Condition, EntityTrait as _, IntoActiveModel as _, PaginatorTrait as _,
+    QueryFilter as _,
 };
 
 use crate::cache::Cache;

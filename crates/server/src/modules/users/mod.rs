@@ -304,7 +304,10 @@ pub async fn delete_account(
     use sea_orm::IntoActiveModel as _;
     let account = find(db, id).await?;
     if !password::verify(password_check, account.password_hash.clone()).await? {
-        return Err(Error::invalid_field("password", "is not your current password"));
+        return Err(Error::invalid_field(
+            "password",
+            "is not your current password",
+        ));
     }
     let released = format!("deleted+{}@invalid", account.id);
     let mut active = account.into_active_model();
@@ -326,7 +329,11 @@ fn view_key(id: crate::ids::UserId) -> String {
 
 /// The account as `GET /users/me` shows it, read through the cache: the
 /// hottest authenticated read skips the database.
-pub async fn view(db: &Database, cache: &crate::cache::Cache, id: crate::ids::UserId) -> Result<UserView> {
+pub async fn view(
+    db: &Database,
+    cache: &crate::cache::Cache,
+    id: crate::ids::UserId,
+) -> Result<UserView> {
     if let Some(view) = cache.get_json::<UserView>(&view_key(id)).await? {
         return Ok(view);
     }

@@ -1,0 +1,139 @@
+//! A customer never sees or touches another customer's objects: for every
+//! customer-owned resource, user B gets 404 (never 403) on user A's object,
+//! so B cannot even learn that it exists.
+
+mod common;
+
+use common::{Session, TestApp};
+use reqwest::Method;
+use serde_json::json;
+
+const PASSWORD: &str = "correct horse battery staple";
+const ED25519: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB2N1Xk3ztLEJ0PyP2Z0sE3gQvKkH0fBlK8m4d3OQ1jF ada@laptop";
+
+async fn two_customers(app: &TestApp) -> (Session, Session) {
+    app.register("ada@example.org", PASSWORD).await;
+    app.register("bob@example.org", PASSWORD).await;
+    (
+        app.login("ada@example.org", PASSWORD).await,
+        app.login("bob@example.org", PASSWORD).await,
+    )
+}
+
+async fn created_id(response: reqwest::Response) -> String {
+    assert_eq!(
+        response.status(),
+        201,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let body: serde_json::Value = response.json().await.expect("json");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+async fn status(app: &TestApp, method: Method, path: &str, session: &Session) -> u16 {
+    app.authed(method, path, session)
+        .send()
+        .await
+        .expect("sent")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn ssh_keys_of_another_customer_are_not_found() {
+    let app = TestApp::spawn().await;
+    let (ada, bob) = two_customers(&app).await;
+    let id = created_id(
+        app.authed(Method::POST, "/api/v1/ssh-keys", &ada)
+            .json(&json!({"public_key": ED25519}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    let path = format!("/api/v1/ssh-keys/{id}");
+    assert_eq!(status(&app, Method::GET, &path, &bob).await, 404);
+    assert_eq!(status(&app, Method::DELETE, &path, &bob).await, 404);
+    let bobs: serde_json::Value = app
+        .authed(Method::GET, "/api/v1/ssh-keys", &bob)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(bobs["items"], json!([]));
+    assert_eq!(
+        status(&app, Method::GET, &path, &ada).await,
+        200,
+        "the owner still has it"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn api_tokens_of_another_customer_are_not_found() {
+    let app = TestApp::spawn().await;
+    let (ada, bob) = two_customers(&app).await;
+    let id = created_id(
+        app.authed(Method::POST, "/api/v1/api-tokens", &ada)
+            .json(&json!({"name": "ci", "scope": "read"}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    assert_eq!(
+        status(
+            &app,
+            Method::DELETE,
+            &format!("/api/v1/api-tokens/{id}"),
+            &bob
+        )
+        .await,
+        404
+    );
+    let bobs: serde_json::Value = app
+        .authed(Method::GET, "/api/v1/api-tokens", &bob)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(bobs["items"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_of_another_customer_are_not_found() {
+    let app = TestApp::spawn().await;
+    let (ada, bob) = two_customers(&app).await;
+    let sessions: Vec<serde_json::Value> = app
+        .authed(Method::GET, "/api/v1/users/me/sessions", &ada)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let id = sessions[0]["id"].as_str().expect("id");
+    assert_eq!(
+        status(
+            &app,
+            Method::DELETE,
+            &format!("/api/v1/users/me/sessions/{id}"),
+            &bob
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        status(&app, Method::GET, "/api/v1/users/me", &ada).await,
+        200,
+        "untouched"
+    );
+    app.stop().await;
+}
