@@ -14,6 +14,7 @@ use crate::db::Database;
 use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::users::UserViews;
 use crate::telemetry;
 
 /// What this process does.
@@ -68,6 +69,7 @@ impl Application {
             elapsed_ms = started.elapsed().as_millis(),
             "platform initialised"
         );
+        let user_views_cache = cache.clone();
         Ok(Self {
             role,
             listener,
@@ -78,6 +80,7 @@ impl Application {
                 jobs,
                 metrics: telemetry::prometheus().clone(),
                 keys: Arc::new(keys),
+                user_views: UserViews::new(user_views_cache),
             },
         })
     }
@@ -103,6 +106,7 @@ impl Application {
         } = self;
         let grace = state.config.shutdown_timeout();
         let workers = tokio::spawn(worker_pool(&state).run(shutdown.child_token()));
+        let views = tokio::spawn(state.user_views.clone().listen(shutdown.child_token()));
         let router = match role {
             Role::Serve => http::router(state.clone()),
             Role::Worker => http::probe_router(state.clone()),
@@ -132,6 +136,9 @@ impl Application {
         shutdown.cancel();
         // The pool bounds its own drain by the same grace period.
         workers.await.context("worker pool task failed")?;
+        if let Err(err) = views.await.context("view invalidation task failed")? {
+            tracing::warn!(error = %err, "view invalidation listener stopped");
+        }
         state.db.close().await;
         served.context("HTTP server task failed")??;
         tracing::info!("stopped");

@@ -87,7 +87,8 @@ pub async fn change_role(
     ValidJson(body): ValidJson<RoleChange>,
 ) -> Result<Json<UserView>> {
     let before = users::find(&state.db, id).await?.role;
-    let account = admin::change_role(&state.db, &state.cache, actor.user_id, id, body.role).await?;
+    let account =
+        admin::change_role(&state.db, &state.user_views, actor.user_id, id, body.role).await?;
     end_sessions(&state, id).await?;
     let event = Event::new("user.role_changed")
         .on("user", id)
@@ -109,7 +110,7 @@ async fn set_suspended(
     suspended: bool,
 ) -> Result<Json<UserView>> {
     let account =
-        admin::set_suspended(&state.db, &state.cache, actor.user_id, id, suspended).await?;
+        admin::set_suspended(&state.db, &state.user_views, actor.user_id, id, suspended).await?;
     if suspended {
         end_sessions(&state, id).await?;
     }

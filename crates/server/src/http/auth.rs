@@ -209,7 +209,7 @@ pub async fn login(
         }
         Err(LoginFailure::Error(err)) => return Err(err),
     };
-    let account = login::record_success(&state.db, &state.cache, account).await?;
+    let account = login::record_success(&state.db, &state.user_views, account).await?;
     let refresh = sessions::open(&state.db, account.id, None, &client.session_origin()).await?;
     let mut context = client.audit(None);
     context.actor = Some(account.id);
@@ -336,7 +336,7 @@ pub async fn verify_email(
     client: ClientInfo,
     ValidJson(body): ValidJson<TokenRequest>,
 ) -> Result<Json<UserView>> {
-    let account = flows::verify_email(&state.db, &state.cache, &body.token).await?;
+    let account = flows::verify_email(&state.db, &state.user_views, &body.token).await?;
     let mut context = client.audit(None);
     context.actor = Some(account.id);
     audit::record(
@@ -371,7 +371,7 @@ pub async fn reset_password(
     ValidJson(body): ValidJson<ResetPasswordRequest>,
 ) -> Result<StatusCode> {
     let user_id =
-        flows::reset_password(&state.db, &state.cache, &body.token, body.new_password).await?;
+        flows::reset_password(&state.db, &state.user_views, &body.token, body.new_password).await?;
     let revoked = sessions::revoke_all(&state.db, user_id, None).await?;
     revocation::revoke_sessions(&state.cache, &revoked).await?;
     let mut context = client.audit(None);

@@ -39,6 +39,7 @@ use crate::db::Database;
 use crate::error::Error;
 use crate::jobs::JobQueue;
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::users::UserViews;
 
 /// What handlers share. Cheap to clone: every field is a handle.
 #[derive(Clone, Debug)]
@@ -49,6 +50,7 @@ pub struct AppState {
     pub jobs: JobQueue,
     pub metrics: PrometheusHandle,
     pub keys: Arc<KeyRing>,
+    pub user_views: UserViews,
 }
 
 /// The whole HTTP application of `vmcloud serve`.

@@ -26,9 +26,7 @@ pub async fn me(
     State(state): State<AppState>,
     CurrentUser(actor): CurrentUser,
 ) -> Result<Json<UserView>> {
-    Ok(Json(
-        users::view(&state.db, &state.cache, actor.user_id).await?,
-    ))
+    Ok(Json(state.user_views.get(&state.db, actor.user_id).await?))
 }
 
 #[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
@@ -67,7 +65,7 @@ pub async fn update_me(
         vat_id: body.vat_id,
     };
     Ok(Json(
-        users::update_profile(&state.db, &state.cache, actor.user_id, changes)
+        users::update_profile(&state.db, &state.user_views, actor.user_id, changes)
             .await?
             .into(),
     ))
@@ -169,7 +167,7 @@ pub async fn delete_me(
     ValidJson(body): ValidJson<AccountDeletion>,
 ) -> Result<StatusCode> {
     let before = users::find(&state.db, actor.user_id).await?;
-    users::delete_account(&state.db, &state.cache, actor.user_id, body.password).await?;
+    users::delete_account(&state.db, &state.user_views, actor.user_id, body.password).await?;
     let revoked = sessions::revoke_all(&state.db, actor.user_id, None).await?;
     revocation::revoke_sessions(&state.cache, &revoked).await?;
     let event = Event::new("user.deleted")

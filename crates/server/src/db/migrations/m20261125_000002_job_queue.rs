@@ -87,4 +87,10 @@ impl MigrationTrait for Migration {
             )
             .await
     }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Jobs::Table).to_owned())
+            .await
+    }
 }

@@ -84,4 +84,10 @@ impl MigrationTrait for Migration {
             )
             .await
     }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(OneTimeTokens::Table).to_owned())
+            .await
+    }
 }

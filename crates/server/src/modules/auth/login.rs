@@ -17,7 +17,7 @@ use crate::db::Database;
 use crate::db::entities::now;
 use crate::db::entities::user::{self, UserStatus, normalise_email};
 use crate::error::{Error, Result};
-use crate::modules::users::password;
+use crate::modules::users::{UserViews, password};
 
 /// Failures allowed before the first lockout.
 pub const FREE_FAILURES: i64 = 5;
@@ -140,14 +140,14 @@ pub async fn check_password(
 /// Records a completed login (after any second factor).
 pub async fn record_success(
     db: &Database,
-    cache: &Cache,
+    views: &UserViews,
     account: user::Model,
 ) -> Result<user::Model> {
     let mut active = account.into_active_model();
     active.failed_login_count = Set(0);
     active.locked_until = Set(None);
     active.last_login_at = Set(Some(now()));
-    crate::modules::users::save(db, cache, active).await
+    crate::modules::users::save(db, views, active).await
 }
 
 #[cfg(test)]

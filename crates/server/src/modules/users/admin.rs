@@ -9,11 +9,11 @@ use sea_orm::{
     QueryFilter as _,
 };
 
-use crate::cache::Cache;
 use crate::db::Database;
 use crate::db::entities::user::{self, UserRole, UserStatus};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
+use crate::modules::users::UserViews;
 use crate::modules::users::{UserView, find, save};
 use crate::pagination::{Page, PageRequest, fetch_page};
 
@@ -75,7 +75,7 @@ async fn other_admins(db: &Database, except: UserId) -> Result<u64> {
 
 pub async fn change_role(
     db: &Database,
-    cache: &Cache,
+    views: &UserViews,
     actor: UserId,
     target: UserId,
     role: UserRole,
@@ -92,12 +92,12 @@ pub async fn change_role(
     }
     let mut active = account.into_active_model();
     active.role = Set(role);
-    save(db, cache, active).await
+    save(db, views, active).await
 }
 
 pub async fn set_suspended(
     db: &Database,
-    cache: &Cache,
+    views: &UserViews,
     actor: UserId,
     target: UserId,
     suspended: bool,
@@ -114,7 +114,7 @@ pub async fn set_suspended(
     } else {
         UserStatus::Active
     });
-    save(db, cache, active).await
+    save(db, views, active).await
 }
 
 /// Who an admin may act as: never themselves, never another admin.

@@ -7,7 +7,6 @@ use sea_orm::{
 };
 use secrecy::SecretString;
 
-use crate::cache::Cache;
 use crate::db::Database;
 use crate::db::entities::now;
 use crate::db::entities::one_time_token::TokenPurpose;
@@ -15,6 +14,7 @@ use crate::db::entities::user::{self, UserRole, UserStatus};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
 use crate::modules::auth::one_time;
+use crate::modules::users::UserViews;
 use crate::modules::users::{
     NewUser, check_password_policy, create_user, find, password, save, validate_new_user,
 };
@@ -24,7 +24,7 @@ fn invalid_link() -> Error {
 }
 
 /// Marks the email of the token's account verified.
-pub async fn verify_email(db: &Database, cache: &Cache, token: &str) -> Result<user::Model> {
+pub async fn verify_email(db: &Database, views: &UserViews, token: &str) -> Result<user::Model> {
     let user_id = one_time::consume(db, TokenPurpose::VerifyEmail, token)
         .await?
         .flatten()
@@ -35,14 +35,14 @@ pub async fn verify_email(db: &Database, cache: &Cache, token: &str) -> Result<u
     }
     let mut active = account.into_active_model();
     active.email_verified_at = Set(Some(now()));
-    save(db, cache, active).await
+    save(db, views, active).await
 }
 
 /// Sets a new password from a reset link; the caller ends the account's
 /// sessions.
 pub async fn reset_password(
     db: &Database,
-    cache: &Cache,
+    views: &UserViews,
     token: &str,
     new_password: SecretString,
 ) -> Result<UserId> {
@@ -63,7 +63,7 @@ pub async fn reset_password(
     }
     active.failed_login_count = Set(0);
     active.locked_until = Set(None);
-    save(db, cache, active).await?;
+    save(db, views, active).await?;
     Ok(user_id)
 }
 

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod flows;
 pub mod password;
+pub mod views;
 
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, SqlErr};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -10,6 +11,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use crate::db::Database;
 use crate::db::entities::user::{self, UserRole, UserStatus, normalise_email};
 use crate::error::{Error, FieldError, Result};
+pub use views::UserViews;
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
 pub const MAX_PASSWORD_CHARS: usize = 256;
@@ -196,7 +198,7 @@ fn optional(value: &str) -> Option<String> {
 
 pub async fn update_profile(
     db: &Database,
-    cache: &crate::cache::Cache,
+    views: &UserViews,
     id: crate::ids::UserId,
     changes: ProfileChanges,
 ) -> Result<user::Model> {
@@ -252,18 +254,18 @@ pub async fn update_profile(
     if !fields.is_empty() {
         return Err(Error::invalid(fields));
     }
-    save(db, cache, active).await
+    save(db, views, active).await
 }
 
 /// Writes an account change and drops its cached view, so no writer can
 /// forget to.
 pub async fn save(
     db: &Database,
-    cache: &crate::cache::Cache,
+    views: &UserViews,
     active: user::ActiveModel,
 ) -> Result<user::Model> {
     let account = active.update(db.writer()).await?;
-    forget_view(cache, account.id).await?;
+    views.forget(account.id).await?;
     Ok(account)
 }
 
@@ -297,7 +299,7 @@ pub async fn change_password(
 /// at it; the email is released so the address can sign up again.
 pub async fn delete_account(
     db: &Database,
-    cache: &crate::cache::Cache,
+    views: &UserViews,
     id: crate::ids::UserId,
     password_check: SecretString,
 ) -> Result<user::Model> {
@@ -316,34 +318,5 @@ pub async fn delete_account(
     active.email = Set(released);
     active.totp_secret = Set(None);
     active.totp_enabled_at = Set(None);
-    save(db, cache, active).await
-}
-
-/// How long a cached account view may be served. Writers drop it at once
-/// ([`forget_view`]); the bound only limits the damage of a missed one.
-const VIEW_TTL: std::time::Duration = std::time::Duration::from_secs(30);
-
-fn view_key(id: crate::ids::UserId) -> String {
-    format!("user-view:{id}")
-}
-
-/// The account as `GET /users/me` shows it, read through the cache: the
-/// hottest authenticated read skips the database.
-pub async fn view(
-    db: &Database,
-    cache: &crate::cache::Cache,
-    id: crate::ids::UserId,
-) -> Result<UserView> {
-    if let Some(view) = cache.get_json::<UserView>(&view_key(id)).await? {
-        return Ok(view);
-    }
-    let view = UserView::from(find(db, id).await?);
-    cache.set_json(&view_key(id), &view, Some(VIEW_TTL)).await?;
-    Ok(view)
-}
-
-/// Drops the cached view after the account changed.
-pub async fn forget_view(cache: &crate::cache::Cache, id: crate::ids::UserId) -> Result<()> {
-    cache.delete(&view_key(id)).await?;
-    Ok(())
+    save(db, views, active).await
 }
