@@ -87,11 +87,8 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
         "a weak attempt does not spend the link"
     );
     assert_eq!(
-        app.authed(Method::GET, "/api/v1/users/me", &session)
-            .send()
-            .await
-            .expect("sent")
-            .status(),
+        app.status_of(Method::GET, "/api/v1/users/me", &session)
+            .await,
         401
     );
     app.login("ada@example.org", "a fresh new passphrase").await;

@@ -31,42 +31,27 @@ async fn staff_search_and_page_through_accounts_customers_may_not() {
     let customer = app.login("alice@example.org", PASSWORD).await;
 
     let page: serde_json::Value = app
-        .authed(
+        .fetch_json(
             Method::GET,
             "/api/v1/admin/users?role=customer&limit=2",
             &support,
         )
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .await;
     assert_eq!(page["items"].as_array().expect("items").len(), 2);
     let cursor = page["next_cursor"].as_str().expect("more").to_owned();
     let rest: serde_json::Value = app
-        .authed(
+        .fetch_json(
             Method::GET,
             &format!("/api/v1/admin/users?role=customer&limit=2&cursor={cursor}"),
             &support,
         )
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .await;
     assert_eq!(rest["items"].as_array().expect("items").len(), 1);
     assert!(rest["next_cursor"].is_null());
 
     let found: serde_json::Value = app
-        .authed(Method::GET, "/api/v1/admin/users?q=BOB", &support)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .fetch_json(Method::GET, "/api/v1/admin/users?q=BOB", &support)
+        .await;
     assert_eq!(found["items"][0]["email"], "bob@example.org");
 
     let denied = app
@@ -113,14 +98,7 @@ async fn role_changes_apply_at_once_and_protect_the_last_admin() {
         .expect("sent");
     assert_eq!(old_token.status(), 401, "the old role's token is cut off");
     let ada = app.login("ada@example.org", PASSWORD).await;
-    let me: serde_json::Value = app
-        .authed(Method::GET, "/api/v1/users/me", &ada)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let me: serde_json::Value = app.fetch_json(Method::GET, "/api/v1/users/me", &ada).await;
     assert_eq!(me["role"], "support");
     let as_support = app
         .authed(Method::GET, "/api/v1/admin/users", &ada)
@@ -196,11 +174,7 @@ async fn suspension_ends_sessions_and_blocks_sign_in_until_lifted() {
         "suspended"
     );
     assert_eq!(
-        app.authed(Method::GET, "/api/v1/users/me", &ada)
-            .send()
-            .await
-            .expect("sent")
-            .status(),
+        app.status_of(Method::GET, "/api/v1/users/me", &ada).await,
         401
     );
     let login = app

@@ -57,13 +57,8 @@ async fn tokens_authenticate_read_scope_cannot_write_and_revocation_is_immediate
     );
 
     let listed: serde_json::Value = app
-        .authed(Method::GET, "/api/v1/api-tokens", &ada)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .fetch_json(Method::GET, "/api/v1/api-tokens", &ada)
+        .await;
     assert!(
         !listed.to_string().contains(&write),
         "the secret is never listed"

@@ -240,14 +240,10 @@ async fn sessions_are_listed_and_one_can_be_revoked() {
     let laptop = app.login("ada@example.org", PASSWORD).await;
     let phone = app.login("ada@example.org", PASSWORD).await;
 
-    let list: Vec<serde_json::Value> = app
-        .authed(Method::GET, "/api/v1/users/me/sessions", &laptop)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let list = app
+        .fetch_json(Method::GET, "/api/v1/users/me/sessions", &laptop)
+        .await;
+    let list = list.as_array().expect("a list");
     assert_eq!(list.len(), 2);
     let phone_session = list
         .iter()
@@ -416,13 +412,8 @@ async fn profile_updates_are_validated() {
     app.register("ada@example.org", PASSWORD).await;
     let session = app.login("ada@example.org", PASSWORD).await;
     let before: serde_json::Value = app
-        .authed(Method::GET, "/api/v1/users/me", &session)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .fetch_json(Method::GET, "/api/v1/users/me", &session)
+        .await;
     assert_eq!(before["name"], "Test User");
     let updated = app
         .authed(Method::PATCH, "/api/v1/users/me", &session)
@@ -436,13 +427,8 @@ async fn profile_updates_are_validated() {
     assert_eq!(body["vat_id"], "FR12345678901");
     assert_eq!(body["locale"], "fr");
     let after: serde_json::Value = app
-        .authed(Method::GET, "/api/v1/users/me", &session)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .fetch_json(Method::GET, "/api/v1/users/me", &session)
+        .await;
     assert_eq!(
         after["name"], "Ada Lovelace",
         "the cached view is dropped on update"
@@ -555,11 +541,8 @@ async fn closing_an_account_needs_the_password_and_frees_the_email() {
         .expect("sent");
     assert_eq!(closed.status(), 204);
     assert_eq!(
-        app.authed(Method::GET, "/api/v1/users/me", &session)
-            .send()
-            .await
-            .expect("sent")
-            .status(),
+        app.status_of(Method::GET, "/api/v1/users/me", &session)
+            .await,
         401
     );
     let login = app

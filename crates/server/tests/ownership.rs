@@ -54,19 +54,12 @@ async fn ssh_keys_of_another_customer_are_not_found() {
     )
     .await;
     let path = format!("/api/v1/ssh-keys/{id}");
-    assert_eq!(status(&app, Method::GET, &path, &bob).await, 404);
-    assert_eq!(status(&app, Method::DELETE, &path, &bob).await, 404);
-    let bobs: serde_json::Value = app
-        .authed(Method::GET, "/api/v1/ssh-keys", &bob)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    assert_eq!(app.status_of(Method::GET, &path, &bob).await, 404);
+    assert_eq!(app.status_of(Method::DELETE, &path, &bob).await, 404);
+    let bobs: serde_json::Value = app.fetch_json(Method::GET, "/api/v1/ssh-keys", &bob).await;
     assert_eq!(bobs["items"], json!([]));
     assert_eq!(
-        status(&app, Method::GET, &path, &ada).await,
+        app.status_of(Method::GET, &path, &ada).await,
         200,
         "the owner still has it"
     );
@@ -96,13 +89,8 @@ async fn api_tokens_of_another_customer_are_not_found() {
         404
     );
     let bobs: serde_json::Value = app
-        .authed(Method::GET, "/api/v1/api-tokens", &bob)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .fetch_json(Method::GET, "/api/v1/api-tokens", &bob)
+        .await;
     assert_eq!(bobs["items"], json!([]));
     app.stop().await;
 }
@@ -111,14 +99,9 @@ async fn api_tokens_of_another_customer_are_not_found() {
 async fn sessions_of_another_customer_are_not_found() {
     let app = TestApp::spawn().await;
     let (ada, bob) = two_customers(&app).await;
-    let sessions: Vec<serde_json::Value> = app
-        .authed(Method::GET, "/api/v1/users/me/sessions", &ada)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let sessions = app
+        .fetch_json(Method::GET, "/api/v1/users/me/sessions", &ada)
+        .await;
     let id = sessions[0]["id"].as_str().expect("id");
     assert_eq!(
         status(
@@ -131,7 +114,7 @@ async fn sessions_of_another_customer_are_not_found() {
         404
     );
     assert_eq!(
-        status(&app, Method::GET, "/api/v1/users/me", &ada).await,
+        app.status_of(Method::GET, "/api/v1/users/me", &ada).await,
         200,
         "untouched"
     );

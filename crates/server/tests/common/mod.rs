@@ -347,3 +347,31 @@ impl TestApp {
         }
     }
 }
+
+impl TestApp {
+    /// Sends an authenticated request without a body and reads a JSON answer.
+    pub async fn fetch_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: &Session,
+    ) -> serde_json::Value {
+        self.authed(method, path, session)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Sends an authenticated request without a body and returns the status.
+    pub async fn status_of(&self, method: reqwest::Method, path: &str, session: &Session) -> u16 {
+        self.authed(method, path, session)
+            .send()
+            .await
+            .expect("sent")
+            .status()
+            .as_u16()
+    }
+}
