@@ -228,3 +228,57 @@ fn admin_create_user_reads_the_password_from_stdin() {
         "email is not a valid",
     );
 }
+
+#[test]
+fn json_logs_carry_the_request_id() {
+    let dir = TempDir::new().expect("dir");
+    let mut child = vmcloud(&dir)
+        .arg("serve")
+        .env("VMCLOUD_BIND", "127.0.0.1:0")
+        .env("VMCLOUD_LOG_LEVEL", "info")
+        .env("VMCLOUD_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(&line).expect("every line is JSON");
+            let message = entry["message"].as_str()?.to_owned();
+            message
+                .split("listening on http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+        })
+        .expect("the URL is logged");
+    let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: trace-42\r\nConnection: close\r\n\r\n",
+    )
+    .expect("writes");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).expect("reads");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    assert!(child.wait().expect("exits").success());
+    let entries: Vec<serde_json::Value> = lines
+        .map_while(Result::ok)
+        .map(|line| serde_json::from_str(&line).expect("every line is JSON"))
+        .collect();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["span"]["request_id"] == "trace-42"),
+        "no log entry with the request id: {entries:?}"
+    );
+}
