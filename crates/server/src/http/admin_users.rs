@@ -38,7 +38,7 @@ pub struct UserListQuery {
     ))]
 pub async fn list(
     State(state): State<AppState>,
-    Staff(_staff): Staff,
+    Staff(actor): Staff,
     Query(query): Query<UserListQuery>,
     Pagination(page): Pagination,
 ) -> Result<Json<Page<UserView>>> {
@@ -47,7 +47,7 @@ pub async fn list(
         role: query.role,
         status: query.status,
     };
-    Ok(Json(admin::list(&state.db, filter, page).await?))
+    Ok(Json(admin::list(&state.db, &actor, filter, page).await?))
 }
 
 /// One account (support and admin).
@@ -87,8 +87,7 @@ pub async fn change_role(
     ValidJson(body): ValidJson<RoleChange>,
 ) -> Result<Json<UserView>> {
     let before = users::find(&state.db, id).await?.role;
-    let account =
-        admin::change_role(&state.db, &state.user_views, actor.user_id, id, body.role).await?;
+    let account = admin::change_role(&state.db, &state.user_views, &actor, id, body.role).await?;
     end_sessions(&state, id).await?;
     let event = Event::new("user.role_changed")
         .on("user", id)
@@ -109,8 +108,7 @@ async fn set_suspended(
     id: UserId,
     suspended: bool,
 ) -> Result<Json<UserView>> {
-    let account =
-        admin::set_suspended(&state.db, &state.user_views, actor.user_id, id, suspended).await?;
+    let account = admin::set_suspended(&state.db, &state.user_views, &actor, id, suspended).await?;
     if suspended {
         end_sessions(&state, id).await?;
     }
@@ -178,7 +176,7 @@ pub async fn impersonate(
     client: ClientInfo,
     Path(id): Path<UserId>,
 ) -> Result<Json<ImpersonationResponse>> {
-    let account = admin::impersonable(&state.db, actor.user_id, id).await?;
+    let account = admin::impersonable(&state.db, &actor, id).await?;
     let session =
         sessions::open(&state.db, id, Some(actor.user_id), &client.session_origin()).await?;
     let token = access::issue(

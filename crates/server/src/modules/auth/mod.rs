@@ -59,6 +59,26 @@ impl Actor {
         }
     }
 
+    /// Services check again what the route's extractor checked, so a handler
+    /// wired with the wrong extractor still cannot reach staff-only rules.
+    pub fn require_staff(&self) -> Result<()> {
+        if self.is_staff() {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "This needs a support or admin account.".to_owned(),
+            ))
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Error::Forbidden("This needs an admin account.".to_owned()))
+        }
+    }
+
     /// Read-only API tokens may not change anything.
     pub fn require_write(&self) -> Result<()> {
         match self.credential {

@@ -13,6 +13,7 @@ use crate::db::Database;
 use crate::db::entities::user::{self, UserRole, UserStatus};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
+use crate::modules::auth::Actor;
 use crate::modules::users::UserViews;
 use crate::modules::users::{UserView, find, save};
 use crate::pagination::{Page, PageRequest, fetch_page};
@@ -25,7 +26,13 @@ pub struct UserFilter {
     pub status: Option<UserStatus>,
 }
 
-pub async fn list(db: &Database, filter: UserFilter, page: PageRequest) -> Result<Page<UserView>> {
+pub async fn list(
+    db: &Database,
+    actor: &Actor,
+    filter: UserFilter,
+    page: PageRequest,
+) -> Result<Page<UserView>> {
+    actor.require_staff()?;
     let mut condition = Condition::all();
     if let Some(query) = filter
         .query
@@ -76,11 +83,12 @@ async fn other_admins(db: &Database, except: UserId) -> Result<u64> {
 pub async fn change_role(
     db: &Database,
     views: &UserViews,
-    actor: UserId,
+    actor: &Actor,
     target: UserId,
     role: UserRole,
 ) -> Result<user::Model> {
-    not_yourself(actor, target, "change the role of")?;
+    actor.require_admin()?;
+    not_yourself(actor.user_id, target, "change the role of")?;
     let account = find(db, target).await?;
     if account.role == UserRole::Admin
         && role != UserRole::Admin
@@ -98,12 +106,13 @@ pub async fn change_role(
 pub async fn set_suspended(
     db: &Database,
     views: &UserViews,
-    actor: UserId,
+    actor: &Actor,
     target: UserId,
     suspended: bool,
 ) -> Result<user::Model> {
+    actor.require_admin()?;
     not_yourself(
-        actor,
+        actor.user_id,
         target,
         if suspended { "suspend" } else { "unsuspend" },
     )?;
@@ -118,8 +127,9 @@ pub async fn set_suspended(
 }
 
 /// Who an admin may act as: never themselves, never another admin.
-pub async fn impersonable(db: &Database, actor: UserId, target: UserId) -> Result<user::Model> {
-    not_yourself(actor, target, "impersonate")?;
+pub async fn impersonable(db: &Database, actor: &Actor, target: UserId) -> Result<user::Model> {
+    actor.require_admin()?;
+    not_yourself(actor.user_id, target, "impersonate")?;
     let account = find(db, target).await?;
     if account.role == UserRole::Admin {
         return Err(Error::Forbidden(
