@@ -22,6 +22,7 @@ fn token_check(c: &mut Criterion) {
             role: UserRole::Support,
             session_id: uuid::Uuid::now_v7(),
             impersonator: None,
+            two_factor: false,
         },
     )
     .expect("token")
@@ -38,6 +39,7 @@ fn token_check(c: &mut Criterion) {
                     expires_at: claims.expires_at(),
                 },
                 impersonator: claims.imp,
+                two_factor: claims.mfa,
             };
             black_box(actor.is_staff())
         });

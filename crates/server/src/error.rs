@@ -43,6 +43,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The password was right; the second factor is missing or wrong.
+    #[error("{0}")]
+    TwoFactorRequired(String),
+    /// Staff must turn on two-factor authentication before using staff routes.
+    #[error("{0}")]
+    TwoFactorEnrolmentRequired(String),
     /// Something that is our fault. The cause is logged; the caller only learns
     /// that it happened.
     #[error("internal error: {0:#}")]

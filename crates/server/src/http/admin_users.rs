@@ -186,6 +186,7 @@ pub async fn impersonate(
             role: account.role,
             session_id: session.session_id,
             impersonator: Some(actor.user_id),
+            two_factor: account.totp_enabled_at.is_some(),
         },
     )?;
     let event = Event::new("user.impersonation_started")

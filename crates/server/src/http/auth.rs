@@ -74,6 +74,7 @@ pub(crate) fn session_response(
             role: user.role,
             session_id: refresh.session_id,
             impersonator: refresh.impersonator,
+            two_factor: user.two_factor_enabled,
         },
     )?;
     let max_age = (refresh.expires_at - chrono::Utc::now())

@@ -8,14 +8,14 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 
-use crate::db::entities::user::{UserRole, UserStatus};
+use crate::db::entities::user::UserStatus;
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::problem::Problem;
 use crate::http::request_id::RequestId;
 use crate::modules::audit;
 use crate::modules::auth::{Actor, Credential, access, revocation};
-use crate::modules::{api_tokens, users};
+use crate::modules::{api_tokens, settings, users};
 
 /// The client as far as we can tell: the peer address, or the address a
 /// trusted proxy says it forwarded for.
@@ -129,6 +129,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, Problem>
                 scope: found.scope,
             },
             impersonator: None,
+            two_factor: account.totp_enabled_at.is_some(),
         }
     } else {
         let claims = access::verify(&state.keys, token).map_err(Problem::from)?;
@@ -147,6 +148,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, Problem>
                 expires_at: claims.expires_at(),
             },
             impersonator: claims.imp,
+            two_factor: claims.mfa,
         }
     };
     if !matches!(parts.method, Method::GET | Method::HEAD) {
@@ -168,6 +170,28 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, Problem>
             .map_err(Problem::from)?;
     }
     Ok(actor)
+}
+
+/// When admins require it, staff routes refuse staff who have not turned on
+/// two-factor authentication; their own account routes stay open so they can.
+async fn require_staff_second_factor(actor: &Actor, state: &AppState) -> Result<(), Problem> {
+    if actor.two_factor || actor.impersonator.is_some() {
+        return Ok(());
+    }
+    let required = settings::get_bool(
+        &state.db,
+        &state.cache,
+        settings::REQUIRE_2FA_FOR_STAFF,
+        false,
+    )
+    .await?;
+    if required {
+        return Err(Error::TwoFactorEnrolmentRequired(
+            "Turn on two-factor authentication for this account to use staff tools.".to_owned(),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Any signed-in account.
@@ -201,11 +225,8 @@ impl FromRequestParts<AppState> for Staff {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let actor = authenticate(parts, state).await?;
-        if !actor.is_staff() {
-            return Err(
-                Error::Forbidden("This needs a support or admin account.".to_owned()).into(),
-            );
-        }
+        actor.require_staff()?;
+        require_staff_second_factor(&actor, state).await?;
         Ok(Self(actor))
     }
 }
@@ -218,9 +239,8 @@ impl FromRequestParts<AppState> for Admin {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let actor = authenticate(parts, state).await?;
-        if actor.role != UserRole::Admin {
-            return Err(Error::Forbidden("This needs an admin account.".to_owned()).into());
-        }
+        actor.require_admin()?;
+        require_staff_second_factor(&actor, state).await?;
         Ok(Self(actor))
     }
 }

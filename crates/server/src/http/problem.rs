@@ -125,6 +125,18 @@ impl From<Error> for Problem {
                 problem
             }
             Error::Unavailable(detail) => Self::new(StatusCode::SERVICE_UNAVAILABLE, detail),
+            Error::TwoFactorRequired(detail) => {
+                let mut problem = Self::new(StatusCode::UNAUTHORIZED, detail);
+                problem.kind = "/problems/two-factor-required";
+                problem.title = "Second factor required";
+                problem
+            }
+            Error::TwoFactorEnrolmentRequired(detail) => {
+                let mut problem = Self::new(StatusCode::FORBIDDEN, detail);
+                problem.kind = "/problems/two-factor-enrolment-required";
+                problem.title = "Two-factor authentication required";
+                problem
+            }
             Error::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "internal error");
                 Self::new(

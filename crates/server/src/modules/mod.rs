@@ -3,5 +3,6 @@
 pub mod api_tokens;
 pub mod audit;
 pub mod auth;
+pub mod settings;
 pub mod ssh_keys;
 pub mod users;

@@ -337,6 +337,7 @@ impl TestApp {
                 role: account.role,
                 session_id: refresh.session_id,
                 impersonator: None,
+                two_factor: account.totp_enabled_at.is_some(),
             },
         )
         .expect("token");

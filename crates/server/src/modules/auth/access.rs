@@ -26,6 +26,9 @@ pub struct Claims {
     /// The admin acting as `sub`, when impersonating.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imp: Option<UserId>,
+    /// Whether the account signs in with a second factor.
+    #[serde(default)]
+    pub mfa: bool,
 }
 
 impl Claims {
@@ -41,6 +44,7 @@ pub struct Grant {
     pub role: UserRole,
     pub session_id: uuid::Uuid,
     pub impersonator: Option<UserId>,
+    pub two_factor: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -60,6 +64,7 @@ pub fn issue(keys: &KeyRing, grant: Grant) -> Result<AccessToken> {
         exp: (now + ACCESS_TOKEN_TTL).timestamp(),
         iss: ISSUER.to_owned(),
         imp: grant.impersonator,
+        mfa: grant.two_factor,
     };
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(keys.signing_kid().to_owned());
@@ -111,6 +116,7 @@ mod tests {
             role: UserRole::Customer,
             session_id: uuid::Uuid::now_v7(),
             impersonator: None,
+            two_factor: false,
         }
     }
 

@@ -40,6 +40,8 @@ pub struct Actor {
     pub credential: Credential,
     /// The admin acting as this user, when impersonating.
     pub impersonator: Option<UserId>,
+    /// Whether the account signs in with a second factor.
+    pub two_factor: bool,
 }
 
 impl Actor {
