@@ -83,6 +83,7 @@ typed_id!(
     JobId,
     InstanceMetricId,
     OneTimeTokenId,
+    RecoveryCodeId,
 );
 
 #[cfg(test)]

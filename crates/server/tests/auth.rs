@@ -18,17 +18,6 @@ async fn refresh_with(app: &TestApp, cookie: &str) -> reqwest::Response {
         .expect("sent")
 }
 
-async fn audit_actions(app: &TestApp) -> Vec<String> {
-    use sea_orm::EntityTrait as _;
-    vmcloud_server::db::entities::audit_log::Entity::find()
-        .all(app.state.db.writer())
-        .await
-        .expect("audit rows")
-        .into_iter()
-        .map(|row| row.action)
-        .collect()
-}
-
 #[tokio::test]
 async fn registration_validates_and_refuses_duplicates() {
     let app = TestApp::spawn().await;
@@ -111,7 +100,7 @@ async fn login_sets_a_strict_http_only_cookie_and_the_token_reaches_users_me() {
     assert_eq!(anonymous.status(), 401);
     assert_eq!(problem(anonymous).await["type"], "/problems/unauthorized");
     assert!(
-        audit_actions(&app)
+        common::audit_actions(&app)
             .await
             .contains(&"auth.login.succeeded".to_owned())
     );
@@ -166,7 +155,7 @@ async fn refresh_rotates_and_a_reused_token_revokes_the_whole_session() {
         .expect("sent");
     assert_eq!(me.status(), 401);
     assert!(
-        audit_actions(&app)
+        common::audit_actions(&app)
             .await
             .contains(&"auth.refresh.reused".to_owned())
     );
@@ -554,7 +543,7 @@ async fn closing_an_account_needs_the_password_and_frees_the_email() {
     assert_eq!(login.status(), 401);
     app.register("ada@example.org", PASSWORD).await;
     assert!(
-        audit_actions(&app)
+        common::audit_actions(&app)
             .await
             .contains(&"user.deleted".to_owned())
     );

@@ -44,6 +44,11 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("POST /api/v1/users/me/deletion", Account),
         ("GET /api/v1/users/me/sessions", Account),
         ("DELETE /api/v1/users/me/sessions/{id}", Account),
+        ("GET /api/v1/users/me/2fa", Account),
+        ("POST /api/v1/users/me/2fa/enrol", Account),
+        ("POST /api/v1/users/me/2fa/confirm", Account),
+        ("POST /api/v1/users/me/2fa/disable", Account),
+        ("POST /api/v1/users/me/2fa/recovery-codes", Account),
         ("POST /api/v1/ssh-keys", Account),
         ("GET /api/v1/ssh-keys", Account),
         ("GET /api/v1/ssh-keys/{id}", Account),
@@ -57,6 +62,9 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("POST /api/v1/admin/users/{id}/suspend", Admin),
         ("POST /api/v1/admin/users/{id}/unsuspend", Admin),
         ("POST /api/v1/admin/users/{id}/impersonate", Admin),
+        ("POST /api/v1/admin/users/{id}/reset-2fa", Admin),
+        ("GET /api/v1/admin/security", Admin),
+        ("PUT /api/v1/admin/security", Admin),
     ])
 }
 

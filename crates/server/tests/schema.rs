@@ -226,6 +226,7 @@ async fn every_entity_round_trips_with_every_column_set() {
             email_verified_at: Some(at(1)),
             totp_secret: Some("JBSWY3DPEHPK3PXP".to_owned()),
             totp_enabled_at: Some(at(2)),
+            totp_last_step: Some(59_000_000),
             failed_login_count: 3,
             locked_until: Some(at(3)),
             last_login_at: Some(at(4)),
@@ -1071,7 +1072,10 @@ async fn core_schema_migration_reverts_and_reapplies() {
     vmcloud_server::db::Migrator::down(db.writer(), None)
         .await
         .expect("down");
-    for table in TABLES.iter().chain(&["jobs", "one_time_tokens"]) {
+    for table in TABLES
+        .iter()
+        .chain(&["jobs", "one_time_tokens", "recovery_codes"])
+    {
         assert!(
             !manager.has_table(*table).await.expect("has_table"),
             "{table} left behind"

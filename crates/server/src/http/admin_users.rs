@@ -200,3 +200,29 @@ pub async fn impersonate(
         user: account.into(),
     }))
 }
+
+/// Turn off a user's two-factor authentication (a lost device). Their
+/// sessions end so they sign in again.
+#[utoipa::path(post, path = "/admin/users/{id}/reset-2fa", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, body = UserView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No two-factor authentication to reset", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn reset_two_factor(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    Path(id): Path<UserId>,
+) -> Result<Json<UserView>> {
+    let account = admin::reset_two_factor(&state.db, &state.user_views, &actor, id).await?;
+    end_sessions(&state, id).await?;
+    audit::record(
+        &state.db,
+        &client.audit(Some(&actor)),
+        Event::new("user.2fa_reset").on("user", id),
+    )
+    .await?;
+    Ok(Json(account.into()))
+}

@@ -17,6 +17,7 @@ use crate::modules::audit::{self, Event};
 use crate::modules::auth::access::{self, ACCESS_TOKEN_TTL, Grant};
 use crate::modules::auth::login::{self, LoginFailure};
 use crate::modules::auth::sessions::{self, IssuedRefresh, RefreshError};
+use crate::modules::auth::two_factor::{self, SecondFactor};
 use crate::modules::auth::{Credential, rate_limit, revocation};
 use crate::modules::users::{self, NewUser, UserView, flows};
 
@@ -210,15 +211,61 @@ pub async fn login(
         }
         Err(LoginFailure::Error(err)) => return Err(err),
     };
-    let account = login::record_success(&state.db, &state.user_views, account).await?;
+    let second_factor = if account.totp_enabled_at.is_some() {
+        Some(
+            check_second_factor(&state, &client, &email, &account, body.totp_code.as_deref())
+                .await?,
+        )
+    } else {
+        None
+    };
+    let account =
+        login::record_success(&state.db, &state.cache, &state.user_views, account).await?;
     let refresh = sessions::open(&state.db, account.id, None, &client.session_origin()).await?;
     let mut context = client.audit(None);
     context.actor = Some(account.id);
     let event = Event::new("auth.login.succeeded")
         .on("user", account.id)
-        .details(serde_json::json!({ "session_id": refresh.session_id }));
+        .details(serde_json::json!({
+            "session_id": refresh.session_id, "second_factor": second_factor,
+        }));
     audit::record(&state.db, &context, event).await?;
     session_response(&state, jar, &refresh, account.into())
+}
+
+/// The second step of a login for an account with two-factor authentication.
+/// A missing code is a prompt; a wrong one counts towards the lockout like a
+/// wrong password, since whoever sends it knows the password already.
+async fn check_second_factor(
+    state: &AppState,
+    client: &ClientInfo,
+    email: &str,
+    account: &crate::db::entities::user::Model,
+    code: Option<&str>,
+) -> Result<SecondFactor> {
+    let Some(code) = code.filter(|c| !c.trim().is_empty()) else {
+        return Err(Error::TwoFactorRequired(
+            "Enter the code from your authenticator app, or a recovery code.".to_owned(),
+        ));
+    };
+    if let Some(factor) = two_factor::verify(&state.db, account, code).await? {
+        return Ok(factor);
+    }
+    let locked_for =
+        login::record_failure(&state.db, &state.cache, email, Some(account.clone())).await?;
+    let mut context = client.audit(None);
+    context.actor = Some(account.id);
+    let event = Event::new("auth.login.second_factor_failed")
+        .on("user", account.id)
+        .details(serde_json::json!({ "locked_for_secs": locked_for.map(|d| d.as_secs()) }));
+    audit::record(&state.db, &context, event).await?;
+    Err(match locked_for {
+        Some(lock) => Error::RateLimited {
+            message: "Too many failed sign-ins; try again later.".to_owned(),
+            retry_after_secs: lock.as_secs().max(1),
+        },
+        None => Error::TwoFactorRequired("That code is not valid, or was used already.".to_owned()),
+    })
 }
 
 /// Exchange the refresh cookie for a new access token and a new cookie.

@@ -3,6 +3,7 @@
 //! request id, tracing, compression, problem details, panics, timeout, body
 //! limit.
 
+pub mod admin_security;
 pub mod admin_users;
 pub mod api_tokens;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod problem;
 pub mod request_id;
 pub mod security;
 pub mod ssh_keys;
+pub mod two_factor;
 pub mod users;
 
 use std::sync::Arc;

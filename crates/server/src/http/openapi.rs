@@ -8,7 +8,9 @@ use utoipa_axum::routes;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::http::{AppState, admin_users, api_tokens, auth, health, ssh_keys, users};
+use crate::http::{
+    AppState, admin_security, admin_users, api_tokens, auth, health, ssh_keys, two_factor, users,
+};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -66,6 +68,11 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(users::delete_me))
         .routes(routes!(users::list_sessions))
         .routes(routes!(users::revoke_session))
+        .routes(routes!(two_factor::status))
+        .routes(routes!(two_factor::enrol))
+        .routes(routes!(two_factor::confirm))
+        .routes(routes!(two_factor::disable))
+        .routes(routes!(two_factor::regenerate_recovery_codes))
         .routes(routes!(ssh_keys::create, ssh_keys::list))
         .routes(routes!(ssh_keys::get, ssh_keys::delete))
         .routes(routes!(api_tokens::create, api_tokens::list))
@@ -75,7 +82,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_users::change_role))
         .routes(routes!(admin_users::suspend))
         .routes(routes!(admin_users::unsuspend))
-        .routes(routes!(admin_users::impersonate));
+        .routes(routes!(admin_users::impersonate))
+        .routes(routes!(admin_users::reset_two_factor))
+        .routes(routes!(admin_security::get, admin_security::update));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -376,3 +376,15 @@ impl TestApp {
             .as_u16()
     }
 }
+
+/// The actions of every audit entry written so far.
+pub async fn audit_actions(app: &TestApp) -> Vec<String> {
+    use sea_orm::EntityTrait as _;
+    vmcloud_server::db::entities::audit_log::Entity::find()
+        .all(app.state.db.writer())
+        .await
+        .expect("audit rows")
+        .into_iter()
+        .map(|row| row.action)
+        .collect()
+}

@@ -70,6 +70,7 @@ pub mod notification;
 pub mod one_time_token;
 pub mod product;
 pub mod product_region;
+pub mod recovery_code;
 pub mod refresh_token;
 pub mod region;
 pub mod setting;

@@ -73,6 +73,8 @@ pub struct Model {
     pub email_verified_at: Option<DateTimeUtc>,
     pub totp_secret: Option<String>,
     pub totp_enabled_at: Option<DateTimeUtc>,
+    /// The last TOTP time step accepted, so no code is accepted twice.
+    pub totp_last_step: Option<i64>,
     pub failed_login_count: i32,
     pub locked_until: Option<DateTimeUtc>,
     pub last_login_at: Option<DateTimeUtc>,

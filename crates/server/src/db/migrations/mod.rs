@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261125_000001_core_schema;
 mod m20261125_000002_job_queue;
 mod m20261125_000005_one_time_tokens;
+mod m20261125_000006_two_factor;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_core_schema::Migration),
             Box::new(m20261125_000002_job_queue::Migration),
             Box::new(m20261125_000005_one_time_tokens::Migration),
+            Box::new(m20261125_000006_two_factor::Migration),
         ]
     }
 }

@@ -83,8 +83,8 @@ fn lockout_for(failures: i64) -> Option<Duration> {
     })
 }
 
-/// Checks the email and password; on success the account's failure count is
-/// cleared. The caller still has to check the second factor.
+/// Checks the email and password. The caller still has to check the second
+/// factor, then call [`record_success`].
 pub async fn check_password(
     db: &Database,
     cache: &Cache,
@@ -111,38 +111,52 @@ pub async fn check_password(
     let matches = password::verify(presented, hash).await?;
     match account {
         Some(account) if matches => {
-            cache.delete(&failures_key(&email)).await?;
             if account.status == UserStatus::Suspended {
                 return Err(LoginFailure::Suspended(Box::new(account)));
             }
             Ok(account)
         }
         account => {
-            let failures = cache.incr(&failures_key(&email), 1, FAILURE_WINDOW).await?;
-            let locked_for = lockout_for(failures);
-            if let Some(lock) = locked_for {
-                cache.set(&lockout_key(&email), b"1", Some(lock)).await?;
-            }
-            if let Some(account) = account {
-                let count = account.failed_login_count.saturating_add(1);
-                let mut active = account.into_active_model();
-                active.failed_login_count = Set(count);
-                active.locked_until =
-                    Set(locked_for
-                        .and_then(|d| chrono::Duration::from_std(d).ok().map(|d| now() + d)));
-                active.update(db.writer()).await?;
-            }
+            let locked_for = record_failure(db, cache, &email, account).await?;
             Err(LoginFailure::Rejected { locked_for })
         }
     }
 }
 
-/// Records a completed login (after any second factor).
+/// Counts a failed sign-in (a wrong password, or a wrong second factor after
+/// a right one) towards the lockout; returns the lockout it triggered.
+pub async fn record_failure(
+    db: &Database,
+    cache: &Cache,
+    email: &str,
+    account: Option<user::Model>,
+) -> Result<Option<Duration>> {
+    let failures = cache.incr(&failures_key(email), 1, FAILURE_WINDOW).await?;
+    let locked_for = lockout_for(failures);
+    if let Some(lock) = locked_for {
+        cache.set(&lockout_key(email), b"1", Some(lock)).await?;
+    }
+    if let Some(account) = account {
+        let count = account.failed_login_count.saturating_add(1);
+        let mut active = account.into_active_model();
+        active.failed_login_count = Set(count);
+        active.locked_until =
+            Set(locked_for.and_then(|d| chrono::Duration::from_std(d).ok().map(|d| now() + d)));
+        active.update(db.writer()).await?;
+    }
+    Ok(locked_for)
+}
+
+/// Records a completed login (after any second factor). Failures are only
+/// forgiven here: a right password alone must not reset the count, or the
+/// second factor could be guessed without end.
 pub async fn record_success(
     db: &Database,
+    cache: &Cache,
     views: &UserViews,
     account: user::Model,
 ) -> Result<user::Model> {
+    cache.delete(&failures_key(&account.email)).await?;
     let mut active = account.into_active_model();
     active.failed_login_count = Set(0);
     active.locked_until = Set(None);

@@ -8,6 +8,7 @@ pub mod one_time;
 pub mod rate_limit;
 pub mod revocation;
 pub mod sessions;
+pub mod two_factor;
 
 use chrono::{DateTime, Utc};
 
@@ -78,6 +79,18 @@ impl Actor {
             Ok(())
         } else {
             Err(Error::Forbidden("This needs an admin account.".to_owned()))
+        }
+    }
+
+    /// Credentials themselves (second factor, password) are managed from a
+    /// signed-in session, never with an API token, so a leaked token cannot
+    /// take the account over.
+    pub fn require_session(&self) -> Result<()> {
+        match self.credential {
+            Credential::Session { .. } => Ok(()),
+            Credential::ApiToken { .. } => Err(Error::Forbidden(
+                "Sign in to change this; API tokens cannot.".to_owned(),
+            )),
         }
     }
 

@@ -143,3 +143,27 @@ pub async fn impersonable(db: &Database, actor: &Actor, target: UserId) -> Resul
     }
     Ok(account)
 }
+
+/// Turns off someone's two-factor authentication, for a user who lost their
+/// device; they can sign in with their password and enrol again.
+pub async fn reset_two_factor(
+    db: &Database,
+    views: &UserViews,
+    actor: &Actor,
+    target: UserId,
+) -> Result<user::Model> {
+    actor.require_admin()?;
+    not_yourself(
+        actor.user_id,
+        target,
+        "reset the two-factor authentication of",
+    )?;
+    let account = find(db, target).await?;
+    if account.totp_secret.is_none() {
+        return Err(Error::Conflict(
+            "This account has no two-factor authentication to reset.".to_owned(),
+        ));
+    }
+    crate::modules::auth::two_factor::clear(db, views, target).await?;
+    find(db, target).await
+}

@@ -269,6 +269,20 @@ pub async fn save(
     Ok(account)
 }
 
+/// Checks a password an account holder typed to confirm a sensitive change;
+/// a wrong one is a field error on `field`.
+pub async fn confirm_password(
+    account: &user::Model,
+    presented: SecretString,
+    field: &'static str,
+) -> Result<()> {
+    if password::verify(presented, account.password_hash.clone()).await? {
+        Ok(())
+    } else {
+        Err(Error::invalid_field(field, "is not your current password"))
+    }
+}
+
 /// Changes a password after checking the current one.
 pub async fn change_password(
     db: &Database,
@@ -281,12 +295,7 @@ pub async fn change_password(
     if let Some(problem) = check_password_policy("new_password", &new) {
         return Err(Error::invalid(vec![problem]));
     }
-    if !password::verify(current, account.password_hash.clone()).await? {
-        return Err(Error::invalid_field(
-            "current_password",
-            "is not your current password",
-        ));
-    }
+    confirm_password(&account, current, "current_password").await?;
     let hash = password::hash(new).await?;
     let mut active = account.into_active_model();
     active.password_hash = Set(hash);
@@ -305,12 +314,7 @@ pub async fn delete_account(
 ) -> Result<user::Model> {
     use sea_orm::IntoActiveModel as _;
     let account = find(db, id).await?;
-    if !password::verify(password_check, account.password_hash.clone()).await? {
-        return Err(Error::invalid_field(
-            "password",
-            "is not your current password",
-        ));
-    }
+    confirm_password(&account, password_check, "password").await?;
     let released = format!("deleted+{}@invalid", account.id);
     let mut active = account.into_active_model();
     active.status = Set(UserStatus::Deleted);

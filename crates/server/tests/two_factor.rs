@@ -1,0 +1,452 @@
+//! TOTP two-factor authentication over HTTP: enrolment, login with a code
+//! and with recovery codes, replay refusal, lockout, turning it off, the
+//! admin reset and the staff policy.
+
+mod common;
+
+use common::{Session, TestApp, problem, session_from};
+use reqwest::Method;
+use serde_json::json;
+use vmcloud_server::db::entities::user::UserRole;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// The authenticator app: the code for now plus `offset_secs`.
+fn code_at(secret: &str, offset_secs: i64) -> String {
+    let totp = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).expect("base32"))
+        .build()
+        .expect("totp");
+    let at = u64::try_from(chrono::Utc::now().timestamp() + offset_secs).expect("time");
+    totp.generate(at).to_string()
+}
+
+async fn send(
+    app: &TestApp,
+    session: &Session,
+    path: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    app.authed(Method::POST, path, session)
+        .json(body)
+        .send()
+        .await
+        .expect("sent")
+}
+
+/// Turns 2FA on for the session's account; returns the secret and the
+/// recovery codes.
+async fn enable(app: &TestApp, session: &Session) -> (String, Vec<String>) {
+    let enrolment = send(
+        app,
+        session,
+        "/api/v1/users/me/2fa/enrol",
+        &json!({"password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(enrolment.status(), 200);
+    let enrolment: serde_json::Value = enrolment.json().await.expect("json");
+    let secret = enrolment["secret"].as_str().expect("secret").to_owned();
+    let confirmed = send(
+        app,
+        session,
+        "/api/v1/users/me/2fa/confirm",
+        &json!({"code": code_at(&secret, 0)}),
+    )
+    .await;
+    assert_eq!(confirmed.status(), 200);
+    let body: serde_json::Value = confirmed.json().await.expect("json");
+    let codes = body["recovery_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_owned())
+        .collect();
+    (secret, codes)
+}
+
+async fn login_with(app: &TestApp, email: &str, code: Option<&str>) -> reqwest::Response {
+    let mut body = json!({"email": email, "password": PASSWORD});
+    if let Some(code) = code {
+        body["totp_code"] = json!(code);
+    }
+    app.post_json("/api/v1/auth/login", &body).await
+}
+
+#[tokio::test]
+async fn enrolment_gives_a_uri_and_qr_code_and_needs_the_password_and_a_right_code() {
+    let app = TestApp::spawn().await;
+    let id = app.register("ada@example.org", PASSWORD).await;
+    let session = app.session_for(&id).await;
+
+    let wrong_password = send(
+        &app,
+        &session,
+        "/api/v1/users/me/2fa/enrol",
+        &json!({"password": "not my password at all"}),
+    )
+    .await;
+    assert_eq!(wrong_password.status(), 422);
+    assert_eq!(
+        problem(wrong_password).await["errors"][0]["field"],
+        "password"
+    );
+
+    let enrolment = send(
+        &app,
+        &session,
+        "/api/v1/users/me/2fa/enrol",
+        &json!({"password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(enrolment.status(), 200);
+    let enrolment: serde_json::Value = enrolment.json().await.expect("json");
+    let secret = enrolment["secret"].as_str().expect("secret");
+    let uri = enrolment["otpauth_uri"].as_str().expect("uri");
+    assert!(
+        uri.starts_with("otpauth://totp/VMCloud:ada%40example.org?"),
+        "{uri}"
+    );
+    assert!(uri.contains(&format!("secret={secret}")));
+    let svg = enrolment["qr_svg"].as_str().expect("svg");
+    assert!(svg.contains("<svg"), "{svg}");
+
+    let status = app
+        .fetch_json(Method::GET, "/api/v1/users/me/2fa", &session)
+        .await;
+    assert_eq!(status["enabled"], false);
+    assert_eq!(status["pending"], true);
+
+    let wrong_code = send(
+        &app,
+        &session,
+        "/api/v1/users/me/2fa/confirm",
+        &json!({"code": "000000"}),
+    )
+    .await;
+    assert_eq!(wrong_code.status(), 422);
+    assert_eq!(problem(wrong_code).await["errors"][0]["field"], "code");
+    // Not on yet: login still needs only the password.
+    assert_eq!(
+        login_with(&app, "ada@example.org", None).await.status(),
+        200
+    );
+
+    let confirmed = send(
+        &app,
+        &session,
+        "/api/v1/users/me/2fa/confirm",
+        &json!({"code": code_at(secret, 0)}),
+    )
+    .await;
+    assert_eq!(confirmed.status(), 200);
+    let codes: serde_json::Value = confirmed.json().await.expect("json");
+    assert_eq!(codes["recovery_codes"].as_array().expect("codes").len(), 10);
+
+    let status = app
+        .fetch_json(Method::GET, "/api/v1/users/me/2fa", &session)
+        .await;
+    assert_eq!(status["enabled"], true);
+    assert_eq!(status["recovery_codes_left"], 10);
+    let me = app
+        .fetch_json(Method::GET, "/api/v1/users/me", &session)
+        .await;
+    assert_eq!(me["two_factor_enabled"], true);
+
+    let again = send(
+        &app,
+        &session,
+        "/api/v1/users/me/2fa/enrol",
+        &json!({"password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(again.status(), 409);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn login_needs_a_fresh_code_or_an_unused_recovery_code() {
+    let app = TestApp::spawn().await;
+    let id = app.register("ada@example.org", PASSWORD).await;
+    let session = app.session_for(&id).await;
+    let (secret, recovery) = enable(&app, &session).await;
+
+    let prompt = login_with(&app, "ada@example.org", None).await;
+    assert_eq!(prompt.status(), 401);
+    assert_eq!(
+        problem(prompt).await["type"],
+        "/problems/two-factor-required"
+    );
+
+    // The confirmation used the current step; the next one is still fresh.
+    let next = code_at(&secret, 30);
+    let signed_in = login_with(&app, "ada@example.org", Some(&next)).await;
+    assert_eq!(signed_in.status(), 200);
+    let signed_in = session_from(signed_in).await;
+    let token_claims = signed_in.access_token.split('.').nth(1).expect("payload");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token_claims,
+        )
+        .expect("base64"),
+    )
+    .expect("claims");
+    assert_eq!(claims["mfa"], true);
+
+    let replayed = login_with(&app, "ada@example.org", Some(&next)).await;
+    assert_eq!(replayed.status(), 401, "a code is accepted once");
+
+    let first = recovery[0].to_uppercase();
+    assert_eq!(
+        login_with(&app, "ada@example.org", Some(&first))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        login_with(&app, "ada@example.org", Some(&recovery[0]))
+            .await
+            .status(),
+        401,
+        "a recovery code works once"
+    );
+    let status = app
+        .fetch_json(Method::GET, "/api/v1/users/me/2fa", &session)
+        .await;
+    assert_eq!(status["recovery_codes_left"], 9);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_codes_lead_to_lockout_even_with_the_right_password() {
+    let app = TestApp::spawn().await;
+    let id = app.register("ada@example.org", PASSWORD).await;
+    let session = app.session_for(&id).await;
+    let (secret, _) = enable(&app, &session).await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            login_with(&app, "ada@example.org", Some("123456"))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses[..4], [401, 401, 401, 401]);
+    assert_eq!(statuses[4], 429, "the fifth failure locks the account");
+    let locked = login_with(&app, "ada@example.org", Some(&code_at(&secret, 30))).await;
+    assert_eq!(locked.status(), 429, "a right code does not lift the lock");
+    assert!(locked.headers().contains_key("retry-after"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn turning_off_and_new_recovery_codes_need_the_password_and_a_code() {
+    let app = TestApp::spawn().await;
+    let id = app.register("ada@example.org", PASSWORD).await;
+    let session = app.session_for(&id).await;
+    let (_, recovery) = enable(&app, &session).await;
+
+    let without_code = send(
+        &app,
+        &session,
+        "/api/v1/users/me/2fa/recovery-codes",
+        &json!({"password": PASSWORD, "code": "000000"}),
+    )
+    .await;
+    assert_eq!(without_code.status(), 422);
+
+    let renewed = send(
+        &app,
+        &session,
+        "/api/v1/users/me/2fa/recovery-codes",
+        &json!({"password": PASSWORD, "code": recovery[0]}),
+    )
+    .await;
+    assert_eq!(renewed.status(), 200);
+    let renewed: serde_json::Value = renewed.json().await.expect("json");
+    let fresh = renewed["recovery_codes"][0].as_str().expect("code");
+    assert_eq!(
+        login_with(&app, "ada@example.org", Some(&recovery[1]))
+            .await
+            .status(),
+        401,
+        "old recovery codes stop working"
+    );
+
+    let wrong_password = send(
+        &app,
+        &session,
+        "/api/v1/users/me/2fa/disable",
+        &json!({"password": "not my password at all", "code": fresh}),
+    )
+    .await;
+    assert_eq!(wrong_password.status(), 422);
+    let disabled = send(
+        &app,
+        &session,
+        "/api/v1/users/me/2fa/disable",
+        &json!({"password": PASSWORD, "code": fresh}),
+    )
+    .await;
+    assert_eq!(disabled.status(), 204);
+    assert_eq!(
+        login_with(&app, "ada@example.org", None).await.status(),
+        200
+    );
+
+    let actions = common::audit_actions(&app).await;
+    for action in [
+        "user.2fa_enrolment_started",
+        "user.2fa_enabled",
+        "user.2fa_recovery_codes_regenerated",
+        "user.2fa_disabled",
+    ] {
+        assert!(actions.iter().any(|a| a == action), "{action} audited");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn api_tokens_cannot_manage_the_second_factor() {
+    let app = TestApp::spawn().await;
+    let id = app.register("ada@example.org", PASSWORD).await;
+    let session = app.session_for(&id).await;
+    let created = send(
+        &app,
+        &session,
+        "/api/v1/api-tokens",
+        &json!({"name": "ci", "scope": "read_write"}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let token: serde_json::Value = created.json().await.expect("json");
+    let token_session = Session {
+        access_token: token["token"].as_str().expect("token").to_owned(),
+        ..session.clone()
+    };
+    let refused = send(
+        &app,
+        &token_session,
+        "/api/v1/users/me/2fa/enrol",
+        &json!({"password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_can_reset_a_lost_device() {
+    let app = TestApp::spawn().await;
+    let admin = app
+        .create_user("root@example.org", PASSWORD, UserRole::Admin)
+        .await;
+    let id = app.register("ada@example.org", PASSWORD).await;
+    let session = app.session_for(&id).await;
+    enable(&app, &session).await;
+    let admin = app.session_for(&admin).await;
+
+    let reset = app
+        .authed(
+            Method::POST,
+            &format!("/api/v1/admin/users/{id}/reset-2fa"),
+            &admin,
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(reset.status(), 200);
+    let body: serde_json::Value = reset.json().await.expect("json");
+    assert_eq!(body["two_factor_enabled"], false);
+    assert_eq!(
+        app.status_of(Method::GET, "/api/v1/users/me", &session)
+            .await,
+        401,
+        "the user's sessions end"
+    );
+    assert_eq!(
+        login_with(&app, "ada@example.org", None).await.status(),
+        200
+    );
+    let twice = app
+        .status_of(
+            Method::POST,
+            &format!("/api/v1/admin/users/{id}/reset-2fa"),
+            &admin,
+        )
+        .await;
+    assert_eq!(twice, 409);
+    assert!(
+        common::audit_actions(&app)
+            .await
+            .iter()
+            .any(|a| a == "user.2fa_reset")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn when_required_staff_must_enrol_before_using_staff_routes() {
+    let app = TestApp::spawn().await;
+    let admin_id = app
+        .create_user("root@example.org", PASSWORD, UserRole::Admin)
+        .await;
+    let support_id = app
+        .create_user("help@example.org", PASSWORD, UserRole::Support)
+        .await;
+    let admin = app.session_for(&admin_id).await;
+    let policy = app
+        .authed(Method::PUT, "/api/v1/admin/security", &admin)
+        .json(&json!({"require_2fa_for_staff": true}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(policy.status(), 200);
+
+    let support = app.session_for(&support_id).await;
+    let refused = app
+        .authed(Method::GET, "/api/v1/admin/users", &support)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        problem(refused).await["type"],
+        "/problems/two-factor-enrolment-required"
+    );
+    assert_eq!(
+        app.status_of(Method::GET, "/api/v1/users/me", &support)
+            .await,
+        200,
+        "account routes stay open so staff can enrol"
+    );
+
+    enable(&app, &support).await;
+    let refreshed = app
+        .client
+        .post(app.url("/api/v1/auth/refresh"))
+        .header(
+            "cookie",
+            format!("vmcloud_refresh={}", support.refresh_cookie),
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refreshed.status(), 200);
+    let support = session_from(refreshed).await;
+    assert_eq!(
+        app.status_of(Method::GET, "/api/v1/admin/users", &support)
+            .await,
+        200
+    );
+    // The admin, still without 2FA, is held to the same rule.
+    assert_eq!(
+        app.status_of(Method::GET, "/api/v1/admin/security", &admin)
+            .await,
+        403
+    );
+    app.stop().await;
+}
