@@ -84,6 +84,7 @@ typed_id!(
     InstanceMetricId,
     OneTimeTokenId,
     RecoveryCodeId,
+    EmailId,
 );
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod error;
 pub mod http;
 pub mod ids;
 pub mod jobs;
+pub mod mail;
 pub mod modules;
 pub mod pagination;
 pub mod startup;

@@ -13,8 +13,10 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
+use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
 use crate::modules::users::UserViews;
+use crate::modules::users::flows;
 use crate::telemetry;
 
 /// What this process does.
@@ -54,7 +56,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         if role == Role::Serve
-            && let Some(token) = crate::modules::users::flows::first_admin_setup_token(&db).await?
+            && let Some(token) = flows::first_admin_setup_token(&db).await?
         {
             tracing::warn!(
                 "no admin account yet: create one within the hour at {}/setup?token={token} \
@@ -69,6 +71,12 @@ impl Application {
             elapsed_ms = started.elapsed().as_millis(),
             "platform initialised"
         );
+        let mailer = Mailer::from_config(&config)?;
+        if !mailer.uses_smtp() {
+            tracing::warn!(
+                "no SMTP server configured: emails go to the log and the outbox (GET /api/v1/admin/outbox)"
+            );
+        }
         let user_views_cache = cache.clone();
         Ok(Self {
             role,
@@ -81,6 +89,7 @@ impl Application {
                 metrics: telemetry::prometheus().clone(),
                 keys: Arc::new(keys),
                 user_views: UserViews::new(user_views_cache),
+                mailer,
             },
         })
     }
@@ -150,7 +159,7 @@ impl Application {
 /// their job kinds here.
 fn worker_pool(state: &AppState) -> WorkerPool {
     let config = &state.config;
-    WorkerPool::new(
+    let mut pool = WorkerPool::new(
         state.jobs.clone(),
         WorkerConfig {
             concurrency: config.worker_concurrency,
@@ -159,7 +168,18 @@ fn worker_pool(state: &AppState) -> WorkerPool {
             backoff: Backoff::default(),
             drain_timeout: config.shutdown_timeout(),
         },
-    )
+    );
+    let (db, mailer) = (state.db.clone(), state.mailer.clone());
+    pool.register_fn(outbox::SEND_JOB, move |ctx, payload| {
+        let (db, mailer) = (db.clone(), mailer.clone());
+        async move { outbox::deliver(&db, &mailer, &ctx, payload).await }
+    });
+    let (db, jobs, public_url) = (state.db.clone(), state.jobs.clone(), config.public_url());
+    pool.register_fn(flows::PASSWORD_RESET_JOB, move |_, payload| {
+        let (db, jobs, public_url) = (db.clone(), jobs.clone(), public_url.clone());
+        async move { flows::run_password_reset_request(&db, &jobs, &public_url, payload).await }
+    });
+    pool
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -36,12 +36,14 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("POST /api/v1/auth/refresh", SessionCookie),
         ("POST /api/v1/auth/logout", Account),
         ("POST /api/v1/auth/verify-email", Public),
+        ("POST /api/v1/auth/forgot-password", Public),
         ("POST /api/v1/auth/reset-password", Public),
         ("POST /api/v1/auth/setup", Public),
         ("GET /api/v1/users/me", Account),
         ("PATCH /api/v1/users/me", Account),
         ("POST /api/v1/users/me/password", Account),
         ("POST /api/v1/users/me/deletion", Account),
+        ("POST /api/v1/users/me/email-verification", Account),
         ("GET /api/v1/users/me/sessions", Account),
         ("DELETE /api/v1/users/me/sessions/{id}", Account),
         ("GET /api/v1/users/me/2fa", Account),
@@ -65,6 +67,7 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("POST /api/v1/admin/users/{id}/reset-2fa", Admin),
         ("GET /api/v1/admin/security", Admin),
         ("PUT /api/v1/admin/security", Admin),
+        ("GET /api/v1/admin/outbox", Admin),
     ])
 }
 

@@ -1074,7 +1074,7 @@ async fn core_schema_migration_reverts_and_reapplies() {
         .expect("down");
     for table in TABLES
         .iter()
-        .chain(&["jobs", "one_time_tokens", "recovery_codes"])
+        .chain(&["jobs", "one_time_tokens", "recovery_codes", "emails"])
     {
         assert!(
             !manager.has_table(*table).await.expect("has_table"),

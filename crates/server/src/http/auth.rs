@@ -161,6 +161,7 @@ pub async fn register(
         },
     )
     .await?;
+    flows::send_verification(&state.db, &state.jobs, &state.config.public_url(), &user).await?;
     let context = client.audit(None);
     audit::record(
         &state.db,
@@ -394,6 +395,43 @@ pub async fn verify_email(
     )
     .await?;
     Ok(Json(account.into()))
+}
+
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgotPasswordRequest {
+    #[garde(length(min = 1, max = 320))]
+    pub email: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub detail: &'static str,
+}
+
+/// Ask for a password reset link. The answer is the same whether or not the
+/// address has an account.
+#[utoipa::path(post, path = "/auth/forgot-password", tag = "auth", request_body = ForgotPasswordRequest,
+    responses(
+        (status = 202, description = "If the address has an account, a link is on its way", body = Accepted),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn forgot_password(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<ForgotPasswordRequest>,
+) -> Result<(StatusCode, Json<Accepted>)> {
+    let email = crate::db::entities::user::normalise_email(&body.email);
+    rate_limit::hit(&state.cache, rate_limit::FORGOT_PER_IP, &client.ip_string()).await?;
+    rate_limit::hit(&state.cache, rate_limit::FORGOT_PER_ACCOUNT, &email).await?;
+    flows::request_password_reset(&state.jobs, &email).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            detail: "If an account uses this address, a reset link is on its way.",
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]

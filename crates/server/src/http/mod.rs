@@ -3,6 +3,7 @@
 //! request id, tracing, compression, problem details, panics, timeout, body
 //! limit.
 
+pub mod admin_outbox;
 pub mod admin_security;
 pub mod admin_users;
 pub mod api_tokens;
@@ -40,6 +41,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::error::Error;
 use crate::jobs::JobQueue;
+use crate::mail::Mailer;
 use crate::modules::auth::keys::KeyRing;
 use crate::modules::users::UserViews;
 
@@ -53,6 +55,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub keys: Arc<KeyRing>,
     pub user_views: UserViews,
+    pub mailer: Mailer,
 }
 
 /// The whole HTTP application of `vmcloud serve`.

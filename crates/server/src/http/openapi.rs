@@ -9,7 +9,8 @@ use utoipa_axum::routes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
-    AppState, admin_security, admin_users, api_tokens, auth, health, ssh_keys, two_factor, users,
+    AppState, admin_outbox, admin_security, admin_users, api_tokens, auth, health, ssh_keys,
+    two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -61,11 +62,13 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::verify_email))
+        .routes(routes!(auth::forgot_password))
         .routes(routes!(auth::reset_password))
         .routes(routes!(auth::setup))
         .routes(routes!(users::me, users::update_me))
         .routes(routes!(users::change_password))
         .routes(routes!(users::delete_me))
+        .routes(routes!(users::resend_verification))
         .routes(routes!(users::list_sessions))
         .routes(routes!(users::revoke_session))
         .routes(routes!(two_factor::status))
@@ -84,7 +87,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_users::unsuspend))
         .routes(routes!(admin_users::impersonate))
         .routes(routes!(admin_users::reset_two_factor))
-        .routes(routes!(admin_security::get, admin_security::update));
+        .routes(routes!(admin_security::get, admin_security::update))
+        .routes(routes!(admin_outbox::list));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -12,9 +12,9 @@ use crate::http::extract::{ClientInfo, CurrentUser};
 use crate::http::json::ValidJson;
 use crate::http::problem::Problem;
 use crate::modules::audit::{self, Event};
-use crate::modules::auth::revocation;
 use crate::modules::auth::sessions::{self, SessionView};
-use crate::modules::users::{self, ProfileChanges, UserView};
+use crate::modules::auth::{rate_limit, revocation};
+use crate::modules::users::{self, ProfileChanges, UserView, flows};
 
 /// The signed-in account.
 #[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer" = [])),
@@ -175,4 +175,26 @@ pub async fn delete_me(
         .details(serde_json::json!({ "email": before.email }));
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Send the verification email again; the earlier link stops working.
+#[utoipa::path(post, path = "/users/me/email-verification", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 202, description = "On its way"),
+        (status = 409, description = "Verified already", body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+) -> Result<StatusCode> {
+    rate_limit::hit(
+        &state.cache,
+        rate_limit::VERIFY_RESEND_PER_ACCOUNT,
+        &actor.user_id.to_string(),
+    )
+    .await?;
+    let account = users::find(&state.db, actor.user_id).await?;
+    flows::send_verification(&state.db, &state.jobs, &state.config.public_url(), &account).await?;
+    Ok(StatusCode::ACCEPTED)
 }

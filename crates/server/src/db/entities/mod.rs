@@ -58,6 +58,7 @@ macro_rules! stamped_behavior {
 
 pub mod api_token;
 pub mod audit_log;
+pub mod email;
 pub mod image;
 pub mod instance;
 pub mod instance_metric;

@@ -7,6 +7,7 @@ mod m20261125_000001_core_schema;
 mod m20261125_000002_job_queue;
 mod m20261125_000005_one_time_tokens;
 mod m20261125_000006_two_factor;
+mod m20261125_000007_email_outbox;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_job_queue::Migration),
             Box::new(m20261125_000005_one_time_tokens::Migration),
             Box::new(m20261125_000006_two_factor::Migration),
+            Box::new(m20261125_000007_email_outbox::Migration),
         ]
     }
 }

@@ -41,6 +41,11 @@ pub const FORGOT_PER_ACCOUNT: Limit = Limit {
     max: 3,
     window: HOUR,
 };
+pub const VERIFY_RESEND_PER_ACCOUNT: Limit = Limit {
+    name: "verify-resend-account",
+    max: 5,
+    window: HOUR,
+};
 pub const REFRESH_PER_IP: Limit = Limit {
     name: "refresh-ip",
     max: 60,

@@ -6,6 +6,7 @@ use sea_orm::{
     ColumnTrait as _, EntityTrait as _, IntoActiveModel as _, PaginatorTrait as _, QueryFilter as _,
 };
 use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
 
 use crate::db::Database;
 use crate::db::entities::now;
@@ -13,6 +14,9 @@ use crate::db::entities::one_time_token::TokenPurpose;
 use crate::db::entities::user::{self, UserRole, UserStatus};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
+use crate::jobs::{JobQueue, NewJob};
+use crate::mail::outbox::{self, EmailKind};
+use crate::mail::templates;
 use crate::modules::auth::one_time;
 use crate::modules::users::UserViews;
 use crate::modules::users::{
@@ -101,4 +105,76 @@ pub async fn complete_setup(db: &Database, token: &str, mut admin: NewUser) -> R
     admin.role = UserRole::Admin;
     admin.email_verified = true;
     create_user(db, admin).await
+}
+
+/// Emails a fresh verification link; earlier links stop working.
+pub async fn send_verification(
+    db: &Database,
+    jobs: &JobQueue,
+    public_url: &str,
+    account: &user::Model,
+) -> Result<()> {
+    if account.email_verified_at.is_some() {
+        return Err(Error::Conflict(
+            "This email address is verified already.".to_owned(),
+        ));
+    }
+    let token = one_time::issue(db, TokenPurpose::VerifyEmail, Some(account.id)).await?;
+    let link = format!("{public_url}/verify-email?token={token}");
+    let email = templates::verify_email(&account.email, &account.name, &account.locale, &link);
+    outbox::queue(db, jobs, Some(account.id), EmailKind::VerifyEmail, email).await?;
+    Ok(())
+}
+
+/// The job that answers a forgot-password request.
+pub const PASSWORD_RESET_JOB: &str = "password_reset_request";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ResetRequest {
+    email: String,
+}
+
+/// Accepts a forgot-password request. The account look-up and the email
+/// happen in a job, so the answer, and the time it takes, are the same
+/// whether or not the address has an account.
+pub async fn request_password_reset(jobs: &JobQueue, email: &str) -> Result<()> {
+    let payload = serde_json::to_value(ResetRequest {
+        email: user::normalise_email(email),
+    })
+    .map_err(anyhow::Error::from)?;
+    jobs.enqueue(NewJob::new(PASSWORD_RESET_JOB, payload))
+        .await?;
+    Ok(())
+}
+
+/// The [`PASSWORD_RESET_JOB`]: emails a reset link to an active account with
+/// that address, and does nothing for any other address.
+pub async fn run_password_reset_request(
+    db: &Database,
+    jobs: &JobQueue,
+    public_url: &str,
+    payload: serde_json::Value,
+) -> anyhow::Result<()> {
+    let ResetRequest { email } = serde_json::from_value(payload)?;
+    let Some(account) = user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .filter(user::Column::Status.eq(UserStatus::Active))
+        .one(db.writer())
+        .await?
+    else {
+        tracing::debug!("password reset asked for an address without an active account");
+        return Ok(());
+    };
+    let token = one_time::issue(db, TokenPurpose::ResetPassword, Some(account.id)).await?;
+    let link = format!("{public_url}/reset-password?token={token}");
+    let message = templates::reset_password(&account.email, &account.name, &account.locale, &link);
+    outbox::queue(
+        db,
+        jobs,
+        Some(account.id),
+        EmailKind::ResetPassword,
+        message,
+    )
+    .await?;
+    Ok(())
 }

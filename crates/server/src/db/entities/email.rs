@@ -1,0 +1,75 @@
+//! A message in the outbox; see the `mail` module.
+
+use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{EmailId, UserId};
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "String(StringLen::N(16))",
+    rename_all = "snake_case"
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailStatus {
+    /// Waiting for the delivery job.
+    Pending,
+    /// Accepted by the SMTP server.
+    Sent,
+    /// No SMTP server is configured: written to the log and kept here.
+    Logged,
+    /// Every delivery attempt failed.
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "emails")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: EmailId,
+    pub user_id: Option<UserId>,
+    pub to_address: String,
+    pub subject: String,
+    /// Dropped once an SMTP server has accepted the message, so the links
+    /// it carries are not left readable in the database.
+    pub body_text: Option<String>,
+    pub kind: String,
+    pub status: EmailStatus,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub sent_at: Option<DateTimeUtc>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::user::Entity",
+        from = "Column::UserId",
+        to = "super::user::Column::Id",
+        on_delete = "SetNull"
+    )]
+    User,
+}
+
+impl Related<super::user::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::User.def()
+    }
+}
+
+stamped_behavior!();
