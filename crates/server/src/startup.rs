@@ -15,6 +15,7 @@ use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::products::images;
 use crate::modules::users::UserViews;
 use crate::modules::users::flows;
 use crate::telemetry;
@@ -178,6 +179,11 @@ fn worker_pool(state: &AppState) -> WorkerPool {
     pool.register_fn(flows::PASSWORD_RESET_JOB, move |_, payload| {
         let (db, jobs, public_url) = (db.clone(), jobs.clone(), public_url.clone());
         async move { flows::run_password_reset_request(&db, &jobs, &public_url, payload).await }
+    });
+    let (db, data_dir) = (state.db.clone(), config.data_dir.clone());
+    pool.register_fn(images::IMPORT_JOB, move |_, payload| {
+        let (db, data_dir) = (db.clone(), data_dir.clone());
+        async move { images::run_import(&db, &data_dir, payload).await }
     });
     pool
 }

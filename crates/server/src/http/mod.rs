@@ -3,11 +3,13 @@
 //! request id, tracing, compression, problem details, panics, timeout, body
 //! limit.
 
+pub mod admin_catalog;
 pub mod admin_outbox;
 pub mod admin_security;
 pub mod admin_users;
 pub mod api_tokens;
 pub mod auth;
+pub mod catalog;
 pub mod extract;
 pub mod health;
 pub mod json;

@@ -9,8 +9,8 @@ use utoipa_axum::routes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
-    AppState, admin_outbox, admin_security, admin_users, api_tokens, auth, health, ssh_keys,
-    two_factor, users,
+    AppState, admin_catalog, admin_outbox, admin_security, admin_users, api_tokens, auth, catalog,
+    health, ssh_keys, two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -27,6 +27,7 @@ use crate::http::{
         (name = "users", description = "The signed-in account"),
         (name = "ssh-keys", description = "Public keys installed on new instances"),
         (name = "api-tokens", description = "Personal tokens for automation"),
+        (name = "catalog", description = "Plans, regions and images on offer"),
         (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
@@ -88,7 +89,37 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_users::impersonate))
         .routes(routes!(admin_users::reset_two_factor))
         .routes(routes!(admin_security::get, admin_security::update))
-        .routes(routes!(admin_outbox::list));
+        .routes(routes!(admin_outbox::list))
+        .routes(routes!(catalog::products))
+        .routes(routes!(catalog::regions))
+        .routes(routes!(catalog::images))
+        .routes(routes!(
+            admin_catalog::list_regions,
+            admin_catalog::create_region
+        ))
+        .routes(routes!(
+            admin_catalog::update_region,
+            admin_catalog::delete_region
+        ))
+        .routes(routes!(
+            admin_catalog::list_images,
+            admin_catalog::create_image
+        ))
+        .routes(routes!(
+            admin_catalog::get_image,
+            admin_catalog::update_image,
+            admin_catalog::delete_image
+        ))
+        .routes(routes!(admin_catalog::retry_image_import))
+        .routes(routes!(
+            admin_catalog::list_products,
+            admin_catalog::create_product
+        ))
+        .routes(routes!(
+            admin_catalog::get_product,
+            admin_catalog::update_product,
+            admin_catalog::delete_product
+        ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -1,0 +1,446 @@
+//! The catalog over HTTP: admins manage regions, plans and images (imported
+//! for real with qemu-img, from a file and over HTTP); the public sees what
+//! is on sale.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Session, TestApp, problem};
+use reqwest::Method;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use vmcloud_server::db::entities::user::UserRole;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn admin(app: &TestApp) -> Session {
+    let id = app
+        .create_user("root@example.org", PASSWORD, UserRole::Admin)
+        .await;
+    app.session_for(&id).await
+}
+
+async fn send(
+    app: &TestApp,
+    session: &Session,
+    method: Method,
+    path: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    app.authed(method, path, session)
+        .json(body)
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn created(response: reqwest::Response) -> serde_json::Value {
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(status == 201 || status == 202, "{status}: {body}");
+    body
+}
+
+fn plan(slug: &str, regions: &[&str]) -> serde_json::Value {
+    json!({
+        "slug": slug, "name": format!("Plan {slug}"), "vcpus": 1, "memory_mib": 512,
+        "disk_gib": 10, "transfer_gib": 1000, "regions": regions,
+    })
+}
+
+#[tokio::test]
+async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
+    let app = TestApp::spawn().await;
+    let admin = admin(&app).await;
+    let eu = created(
+        send(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/admin/regions",
+            &json!({"slug": "eu-west", "name": "Europe West"}),
+        )
+        .await,
+    )
+    .await;
+    created(
+        send(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/admin/regions",
+            &json!({"slug": "us-east", "name": "US East", "active": false}),
+        )
+        .await,
+    )
+    .await;
+    let duplicate = send(
+        &app,
+        &admin,
+        Method::POST,
+        "/api/v1/admin/regions",
+        &json!({"slug": "eu-west", "name": "Again"}),
+    )
+    .await;
+    assert_eq!(duplicate.status(), 409);
+    let bad = send(
+        &app,
+        &admin,
+        Method::POST,
+        "/api/v1/admin/regions",
+        &json!({"slug": "EU West", "name": ""}),
+    )
+    .await;
+    assert_eq!(bad.status(), 422);
+    let fields: Vec<String> = problem(bad).await["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("field").to_owned())
+        .collect();
+    assert_eq!(fields, ["slug", "name"]);
+
+    let small = created(
+        send(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/admin/products",
+            &plan("small", &["eu-west"]),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(small["regions"], json!(["eu-west"]));
+    let mut hidden = plan("secret", &["eu-west", "us-east"]);
+    hidden["hidden"] = json!(true);
+    created(
+        send(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/admin/products",
+            &hidden,
+        )
+        .await,
+    )
+    .await;
+    let unknown = send(
+        &app,
+        &admin,
+        Method::POST,
+        "/api/v1/admin/products",
+        &plan("big", &["mars-1"]),
+    )
+    .await;
+    assert_eq!(unknown.status(), 422);
+    let unknown = problem(unknown).await;
+    assert_eq!(unknown["errors"][0]["field"], "regions");
+    assert!(
+        unknown["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("mars-1")
+    );
+    let mut zero = plan("zero", &[]);
+    zero["vcpus"] = json!(0);
+    let zero = send(&app, &admin, Method::POST, "/api/v1/admin/products", &zero).await;
+    assert_eq!(zero.status(), 422);
+    assert_eq!(problem(zero).await["errors"][0]["field"], "vcpus");
+
+    let public: serde_json::Value = app
+        .get("/api/v1/products")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let slugs: Vec<&str> = public
+        .as_array()
+        .expect("plans")
+        .iter()
+        .map(|p| p["slug"].as_str().expect("slug"))
+        .collect();
+    assert_eq!(slugs, ["small"], "hidden plans are not listed");
+    let regions: serde_json::Value = app.get("/api/v1/regions").await.json().await.expect("json");
+    assert_eq!(regions.as_array().expect("regions").len(), 1, "{regions}");
+
+    let id = small["id"].as_str().expect("id");
+    let changed = send(
+        &app,
+        &admin,
+        Method::PATCH,
+        &format!("/api/v1/admin/products/{id}"),
+        &json!({"memory_mib": 1024, "regions": [], "sort_order": 5}),
+    )
+    .await;
+    assert_eq!(changed.status(), 200);
+    let changed: serde_json::Value = changed.json().await.expect("json");
+    assert_eq!(changed["memory_mib"], 1024);
+    assert_eq!(changed["regions"], json!([]));
+
+    let eu_id = eu["id"].as_str().expect("id");
+    let renamed = send(
+        &app,
+        &admin,
+        Method::PATCH,
+        &format!("/api/v1/admin/regions/{eu_id}"),
+        &json!({"name": "Paris"}),
+    )
+    .await;
+    assert_eq!(renamed.status(), 200);
+    assert_eq!(
+        app.status_of(
+            Method::DELETE,
+            &format!("/api/v1/admin/products/{id}"),
+            &admin
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        app.status_of(
+            Method::DELETE,
+            &format!("/api/v1/admin/regions/{eu_id}"),
+            &admin
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        app.status_of(
+            Method::DELETE,
+            &format!("/api/v1/admin/regions/{eu_id}"),
+            &admin
+        )
+        .await,
+        404
+    );
+    app.stop().await;
+}
+
+/// A small raw disk image with recognisable content.
+fn raw_image(dir: &Path) -> (std::path::PathBuf, String) {
+    let path = dir.join("tiny.img");
+    let mut bytes = vec![0_u8; 1 << 20];
+    bytes[..11].copy_from_slice(b"VMCLOUDTEST");
+    std::fs::write(&path, &bytes).expect("write");
+    let digest = hex::encode(Sha256::digest(&bytes));
+    (path, format!("sha256:{digest}"))
+}
+
+async fn wait_for_import(app: &TestApp, admin: &Session, id: &str) -> serde_json::Value {
+    for _ in 0..200 {
+        let image = app
+            .fetch_json(Method::GET, &format!("/api/v1/admin/images/{id}"), admin)
+            .await;
+        if image["status"] != "importing" {
+            return image;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the import of {id} never finished");
+}
+
+fn image(slug: &str, source: &str, checksum: Option<&str>) -> serde_json::Value {
+    json!({
+        "slug": slug, "name": format!("Image {slug}"), "os_family": "debian",
+        "os_version": "12", "default_user": "debian", "min_disk_gib": 1,
+        "source": source, "checksum": checksum,
+    })
+}
+
+#[tokio::test]
+async fn images_are_imported_checked_and_converted_to_qcow2() {
+    let app = TestApp::spawn().await;
+    let admin = admin(&app).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (raw, checksum) = raw_image(dir.path());
+    let source = raw.to_str().expect("utf-8");
+
+    let registered = created(
+        send(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/admin/images",
+            &image("tiny", source, Some(&checksum)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(registered["status"], "importing");
+    let id = registered["id"].as_str().expect("id");
+    let imported = wait_for_import(&app, &admin, id).await;
+    assert_eq!(imported["status"], "available", "{imported}");
+    let file = imported["file_path"].as_str().expect("file");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json", file])
+        .output()
+        .expect("qemu-img");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"], 1 << 20);
+
+    let public: serde_json::Value = app.get("/api/v1/images").await.json().await.expect("json");
+    assert_eq!(public[0]["slug"], "tiny");
+    assert!(public[0].get("file_path").is_none(), "paths are for admins");
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let mismatched = created(
+        send(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/admin/images",
+            &image("mismatch", source, Some(&wrong)),
+        )
+        .await,
+    )
+    .await;
+    let mismatched_id = mismatched["id"].as_str().expect("id");
+    let failed = wait_for_import(&app, &admin, mismatched_id).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("checksum mismatch")
+    );
+    let retried = app
+        .authed(
+            Method::POST,
+            &format!("/api/v1/admin/images/{mismatched_id}/import"),
+            &admin,
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(retried.status(), 202);
+    assert_eq!(
+        wait_for_import(&app, &admin, mismatched_id).await["status"],
+        "failed"
+    );
+
+    assert_eq!(
+        app.status_of(
+            Method::DELETE,
+            &format!("/api/v1/admin/images/{id}"),
+            &admin
+        )
+        .await,
+        204
+    );
+    assert!(!Path::new(file).exists(), "the file goes with the image");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn images_download_over_http_and_backing_files_are_refused() {
+    let app = TestApp::spawn().await;
+    let admin = admin(&app).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (raw, checksum) = raw_image(dir.path());
+    let bytes = std::fs::read(&raw).expect("read");
+    let overlay = dir.path().join("overlay.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&raw)
+        .arg(&overlay)
+        .output()
+        .expect("qemu-img");
+    assert!(made.status.success());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let files = axum::Router::new().route(
+        "/tiny.img",
+        axum::routing::get(move || {
+            let bytes = bytes.clone();
+            async move { bytes }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, files).await });
+
+    let downloaded = created(
+        send(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/admin/images",
+            &image(
+                "downloaded",
+                &format!("http://{address}/tiny.img"),
+                Some(&checksum),
+            ),
+        )
+        .await,
+    )
+    .await;
+    let id = downloaded["id"].as_str().expect("id");
+    assert_eq!(
+        wait_for_import(&app, &admin, id).await["status"],
+        "available"
+    );
+
+    let missing = created(
+        send(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/admin/images",
+            &image("missing", &format!("http://{address}/nope.img"), None),
+        )
+        .await,
+    )
+    .await;
+    let failed = wait_for_import(&app, &admin, missing["id"].as_str().expect("id")).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("404")
+    );
+
+    let backed = created(
+        send(
+            &app,
+            &admin,
+            Method::POST,
+            "/api/v1/admin/images",
+            &image("backed", overlay.to_str().expect("utf-8"), None),
+        )
+        .await,
+    )
+    .await;
+    let failed = wait_for_import(&app, &admin, backed["id"].as_str().expect("id")).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["status_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("backing file")
+    );
+
+    let invalid = send(
+        &app,
+        &admin,
+        Method::POST,
+        "/api/v1/admin/images",
+        &image("relative", "disk.qcow2", Some("md5:abc")),
+    )
+    .await;
+    assert_eq!(invalid.status(), 422);
+    let fields: Vec<String> = problem(invalid).await["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("field").to_owned())
+        .collect();
+    assert_eq!(fields, ["source", "checksum"]);
+    app.stop().await;
+}
