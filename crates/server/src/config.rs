@@ -79,6 +79,10 @@ pub struct Config {
     /// signing key moves the old one here so its tokens stay valid until they
     /// expire.
     pub jwt_previous_keys: Vec<SecretString>,
+    /// Whether `vmcloud serve` registers and drives this host as a QEMU node.
+    pub local_node: bool,
+    /// The region slug the local node joins (created when missing).
+    pub local_region: String,
 }
 
 /// How the SMTP connection is secured.
@@ -114,6 +118,8 @@ struct Defaults {
     smtp_tls: SmtpTls,
     mail_from: &'static str,
     jwt_previous_keys: [&'static str; 0],
+    local_node: bool,
+    local_region: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -135,6 +141,8 @@ const DEFAULTS: Defaults = Defaults {
     smtp_tls: SmtpTls::Starttls,
     mail_from: "VMCloud <noreply@localhost>",
     jwt_previous_keys: [],
+    local_node: true,
+    local_region: "local",
 };
 
 /// Unprefixed variables that deployment platforms conventionally set.
@@ -243,6 +251,12 @@ impl Config {
         }
         if self.redis_prefix.is_empty() {
             return invalid("redis_prefix must not be empty".into());
+        }
+        if crate::modules::products::check_slug("local_region", &self.local_region).is_some() {
+            return invalid(format!(
+                "local_region {:?} must be a slug (lower-case letters, digits, dashes)",
+                self.local_region
+            ));
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid(format!("log_level {:?}: {err}", self.log_level));

@@ -15,6 +15,7 @@ use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::nodes;
 use crate::modules::products::images;
 use crate::modules::users::UserViews;
 use crate::modules::users::flows;
@@ -56,6 +57,9 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
+        if role == Role::Serve && config.local_node {
+            nodes::ensure_local_node(&db, &config.data_dir, &config.local_region).await?;
+        }
         if role == Role::Serve
             && let Some(token) = flows::first_admin_setup_token(&db).await?
         {

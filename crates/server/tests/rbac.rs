@@ -86,6 +86,11 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/admin/products/{id}", Admin),
         ("PATCH /api/v1/admin/products/{id}", Admin),
         ("DELETE /api/v1/admin/products/{id}", Admin),
+        ("GET /api/v1/admin/nodes", Staff),
+        ("POST /api/v1/admin/nodes", Admin),
+        ("GET /api/v1/admin/nodes/{id}", Staff),
+        ("PATCH /api/v1/admin/nodes/{id}", Admin),
+        ("DELETE /api/v1/admin/nodes/{id}", Admin),
     ])
 }
 

@@ -372,6 +372,8 @@ async fn every_entity_round_trips_with_every_column_set() {
             vcpus_total: 64,
             memory_mib_total: 1_048_576,
             disk_gib_total: 10_000,
+            cpu_overcommit_pct: 400,
+            memory_overcommit_pct: 100,
             last_seen_at: Some(at(3)),
             created_at: at(1),
             updated_at: at(2),

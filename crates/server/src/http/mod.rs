@@ -4,6 +4,7 @@
 //! limit.
 
 pub mod admin_catalog;
+pub mod admin_nodes;
 pub mod admin_outbox;
 pub mod admin_security;
 pub mod admin_users;

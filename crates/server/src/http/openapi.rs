@@ -9,8 +9,8 @@ use utoipa_axum::routes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
-    AppState, admin_catalog, admin_outbox, admin_security, admin_users, api_tokens, auth, catalog,
-    health, ssh_keys, two_factor, users,
+    AppState, admin_catalog, admin_nodes, admin_outbox, admin_security, admin_users, api_tokens,
+    auth, catalog, health, ssh_keys, two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -119,6 +119,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             admin_catalog::get_product,
             admin_catalog::update_product,
             admin_catalog::delete_product
+        ))
+        .routes(routes!(admin_nodes::list, admin_nodes::create))
+        .routes(routes!(
+            admin_nodes::get,
+            admin_nodes::update,
+            admin_nodes::delete
         ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))

@@ -145,6 +145,8 @@ impl TestApp {
         config.data_dir = database.dir.path().to_path_buf();
         config.database_url = database.settings.url.clone();
         config.database_max_connections = 5;
+        // Tests that want the local hypervisor node turn it on.
+        config.local_node = false;
         // Background jobs (emails) should not keep a test waiting.
         config.worker_poll_interval_ms = 50;
         if let Some((url, prefix)) = test_redis() {

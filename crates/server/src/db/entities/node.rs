@@ -106,6 +106,10 @@ pub struct Model {
     pub vcpus_total: i32,
     pub memory_mib_total: i64,
     pub disk_gib_total: i64,
+    /// vCPUs sold per 100 physical threads.
+    pub cpu_overcommit_pct: i32,
+    /// MiB of memory sold per 100 MiB installed.
+    pub memory_overcommit_pct: i32,
     pub last_seen_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

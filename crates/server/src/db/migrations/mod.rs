@@ -8,6 +8,7 @@ mod m20261125_000002_job_queue;
 mod m20261125_000005_one_time_tokens;
 mod m20261125_000006_two_factor;
 mod m20261125_000007_email_outbox;
+mod m20261125_000008_node_overcommit;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_one_time_tokens::Migration),
             Box::new(m20261125_000006_two_factor::Migration),
             Box::new(m20261125_000007_email_outbox::Migration),
+            Box::new(m20261125_000008_node_overcommit::Migration),
         ]
     }
 }
