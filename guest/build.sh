@@ -91,24 +91,24 @@ resolve_kernel() {
 	apt-cache depends "$KERNEL_PKG" 2>/dev/null |
 		awk '/^ *Depends: linux-image-[0-9]/ { print $2; exit }'
 }
-KPKG=$(resolve_kernel || true)
-if [ -z "$KPKG" ]; then
-	apt_update
-	KPKG=$(resolve_kernel || true)
-fi
-[ -n "$KPKG" ] || die "cannot resolve $KERNEL_PKG to a linux-image package"
-# dropbear-bin and its library closure (libc6 -> libgcc-s1 is not needed by
-# these binaries; the ELF check below fails loudly if that ever changes).
-GUEST_PKGS=("$KPKG" busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1
-	libtommath1 libgmp10 zlib1g)
-
 DEBS=$WORK/debs
 mkdir -p "$DEBS"
 # apt-get download drops privileges to _apt; let it write there.
 if id _apt >/dev/null 2>&1; then chown _apt "$DEBS"; fi
-download() { (cd "$DEBS" && apt-get download -qq "${GUEST_PKGS[@]}" >&2); }
-log "downloading ${GUEST_PKGS[*]}"
-download || { apt_update; download; } || die "apt-get download failed"
+# download_guest_pkgs: the kernel, busybox, dropbear-bin and its library
+# closure (libc6 -> libgcc-s1 is not needed by these binaries; the ELF check
+# below fails loudly if that ever changes).
+download_guest_pkgs() {
+	KPKG=$(resolve_kernel) && [ -n "$KPKG" ] || return 1
+	GUEST_PKGS=("$KPKG" busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1
+		libtommath1 libgmp10 zlib1g)
+	log "downloading ${GUEST_PKGS[*]}"
+	rm -f "$DEBS"/*.deb
+	(cd "$DEBS" && apt-get download -qq "${GUEST_PKGS[@]}" >&2)
+}
+# Package lists missing or stale (fresh machine): update once and retry.
+download_guest_pkgs || { apt_update && download_guest_pkgs; } ||
+	die "cannot download the guest packages ($KERNEL_PKG, dropbear-bin, ...)"
 
 ROOT=$WORK/pkgroot
 mkdir -p "$ROOT"
