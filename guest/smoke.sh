@@ -150,11 +150,11 @@ wait_ready() {
 	now=$(date +%s.%N)
 	awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f", b - a }'
 }
-SSH=(ssh -p "$PORT" -i "$WORK/key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-	-o BatchMode=yes -o ConnectTimeout=10 -o LogLevel=ERROR root@127.0.0.1)
+SSH=(timeout 60 ssh -p "$PORT" -i "$WORK/key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+	-o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o LogLevel=ERROR root@127.0.0.1)
 ssh_retry() { # the guest is READY, but give slirp a moment on a loaded host
-	local i
-	for i in 1 2 3 4 5; do
+	local _
+	for _ in 1 2 3 4 5; do
 		if "${SSH[@]}" "$@"; then return 0; fi
 		sleep 1
 	done
