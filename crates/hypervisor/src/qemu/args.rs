@@ -82,10 +82,11 @@ pub(crate) fn qemu_args(spec: &VmSpec, paths: &VmPaths, accel: Accel) -> Vec<Str
     push("-device", "virtio-blk-pci,drive=seed".into());
 
     push("-netdev", netdev(&spec.network));
+    // No option ROM: a VM whose disk does not boot must not try iPXE.
     push(
         "-device",
         format!(
-            "virtio-net-pci,netdev={NIC_NETDEV},mac={}",
+            "virtio-net-pci,netdev={NIC_NETDEV},mac={},romfile=",
             spec.network.mac()
         ),
     );
@@ -210,7 +211,7 @@ mod tests {
         );
         assert!(
             value_of(&args, "-device")
-                .contains(&"virtio-net-pci,netdev=net0,mac=52:54:00:67:89:ab")
+                .contains(&"virtio-net-pci,netdev=net0,mac=52:54:00:67:89:ab,romfile=")
         );
 
         let mut spec = example_spec();
@@ -241,7 +242,7 @@ mod tests {
         );
         assert!(
             value_of(&args, "-device")
-                .contains(&"virtio-net-pci,netdev=net0,mac=52:54:00:01:02:03")
+                .contains(&"virtio-net-pci,netdev=net0,mac=52:54:00:01:02:03,romfile=")
         );
     }
 

@@ -52,8 +52,8 @@ const SERIAL_LOG_ROTATE_BYTES: u64 = 4 * 1024 * 1024;
 /// How long QEMU gets to exit after `quit` or SIGKILL.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 const EXIT_POLL: Duration = Duration::from_millis(100);
-/// Longest wait for one VM's monitor while listing all of them.
-const LIST_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a QEMU whose monitor connection failed gets to finish exiting.
+const EXITING_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
@@ -180,25 +180,7 @@ impl QemuDriver {
     }
 
     async fn status_of(&self, id: Uuid) -> Result<VmStatus> {
-        let paths = self.paths(id);
-        if !tokio::fs::try_exists(&paths.spec).await.unwrap_or(false) {
-            return Ok(VmStatus::Missing);
-        }
-        match process::find(&paths.pidfile)? {
-            QemuProcess::Exited => Ok(VmStatus::Stopped),
-            QemuProcess::Vanished => Ok(VmStatus::Crashed),
-            QemuProcess::Alive(_) => match qmp_execute(&paths, "query-status", None).await {
-                Ok(reply) => Ok(status_of_run_state(
-                    reply["status"].as_str().unwrap_or_default(),
-                )),
-                // It may have exited between the two looks.
-                Err(error) => match process::find(&paths.pidfile)? {
-                    QemuProcess::Alive(_) => Err(error),
-                    QemuProcess::Exited => Ok(VmStatus::Stopped),
-                    QemuProcess::Vanished => Ok(VmStatus::Crashed),
-                },
-            },
-        }
+        vm_status(&self.paths(id)).await
     }
 
     /// The status, or `NotFound` for a VM that does not exist.
@@ -547,16 +529,15 @@ impl QemuDriver {
         })
     }
 
+    /// Statuses are read concurrently, each bounded by half the operation
+    /// timeout, so one hung QEMU shows as `Unknown` instead of failing the list.
     async fn list_vms(&self) -> Result<Vec<VmSummary>> {
+        let listing = || format!("listing {}", self.vms_dir.display());
         let mut entries = tokio::fs::read_dir(&self.vms_dir)
             .await
-            .map_err(Error::io(format!("listing {}", self.vms_dir.display())))?;
-        let mut vms = Vec::new();
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(Error::io(format!("listing {}", self.vms_dir.display())))?
-        {
+            .map_err(Error::io(listing()))?;
+        let mut statuses = tokio::task::JoinSet::new();
+        while let Some(entry) = entries.next_entry().await.map_err(Error::io(listing()))? {
             let Some(id) = entry
                 .file_name()
                 .to_str()
@@ -570,17 +551,28 @@ impl QemuDriver {
                 Err(Error::NotFound(_)) => continue,
                 Err(error) => return Err(error),
             };
-            let status = bounded("status", LIST_STATUS_TIMEOUT, self.status_of(id))
-                .await
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%id, %error, "VM status unreadable");
-                    VmStatus::Unknown
-                });
-            vms.push(VmSummary {
-                id,
-                name: spec.name,
-                status,
+            let paths = self.paths(id);
+            let limit = self.config.op_timeout / 2;
+            statuses.spawn(async move {
+                let status = bounded("status", limit, vm_status(&paths))
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::warn!(%id, %error, "VM status unreadable");
+                        VmStatus::Unknown
+                    });
+                VmSummary {
+                    id,
+                    name: spec.name,
+                    status,
+                }
             });
+        }
+        let mut vms = Vec::new();
+        while let Some(summary) = statuses.join_next().await {
+            vms.push(summary.map_err(|error| Error::Io {
+                context: "reading a VM status".into(),
+                source: error.into(),
+            })?);
         }
         vms.sort_by_key(|vm| vm.id);
         Ok(vms)
@@ -806,6 +798,35 @@ async fn read_counter(path: &str) -> Option<u64> {
 async fn qmp_execute(paths: &VmPaths, command: &str, arguments: Option<Value>) -> Result<Value> {
     let client = QmpClient::connect(&paths.qmp).await?;
     Ok(client.execute(command, arguments).await?)
+}
+
+async fn vm_status(paths: &VmPaths) -> Result<VmStatus> {
+    if !tokio::fs::try_exists(&paths.spec).await.unwrap_or(false) {
+        return Ok(VmStatus::Missing);
+    }
+    // Only a pidfile left behind means QEMU died abnormally.
+    let exited_status = |process| {
+        if process == QemuProcess::Vanished {
+            VmStatus::Crashed
+        } else {
+            VmStatus::Stopped
+        }
+    };
+    let process = process::find(&paths.pidfile)?;
+    if !matches!(process, QemuProcess::Alive(_)) {
+        return Ok(exited_status(process));
+    }
+    match qmp_execute(paths, "query-status", None).await {
+        Ok(reply) => Ok(status_of_run_state(
+            reply["status"].as_str().unwrap_or_default(),
+        )),
+        // A QEMU on its way out closes its monitor before its process ends.
+        Err(error) if wait_for_exit(paths, EXITING_GRACE).await? => {
+            tracing::debug!(%error, "monitor closed by an exiting QEMU");
+            Ok(exited_status(process::find(&paths.pidfile)?))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// True once the VM's QEMU is gone, false if it is still there after `limit`.
