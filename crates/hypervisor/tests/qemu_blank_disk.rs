@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::{TestNode, wait_for_serial};
@@ -115,6 +116,11 @@ async fn define_is_idempotent_and_checks_the_base_image() {
         "{error}"
     );
 
+    let mode = std::fs::metadata(node.vm_dir(spec.id))
+        .expect("VM dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the VM dir holds customer user-data");
     let overlay = node.vm_dir(spec.id).join("disk.qcow2");
     let info = std::process::Command::new("qemu-img")
         .args(["info", "-U", "--output=json"])

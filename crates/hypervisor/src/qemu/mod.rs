@@ -218,7 +218,10 @@ impl QemuDriver {
         let paths = self.paths(spec.id);
         // A directory without spec.json is what a failed define left behind.
         remove_dir_if_present(&paths.dir).await?;
-        tokio::fs::create_dir_all(&paths.dir)
+        // Private: the spec and seed hold the customer's user-data.
+        tokio::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&paths.dir)
             .await
             .map_err(Error::io(format!("creating {}", paths.dir.display())))?;
         let created = async {

@@ -149,8 +149,14 @@ mod tests {
             .spawn()
             .expect("spawn");
         std::fs::write(&pidfile, child.id().to_string()).expect("write");
-        let QemuProcess::Alive(pid) = find(&pidfile).expect("find") else {
-            panic!("expected alive");
+        // Until the child has exec'd, its command line is still ours.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let pid = loop {
+            if let QemuProcess::Alive(pid) = find(&pidfile).expect("find") {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "never seen alive");
+            std::thread::sleep(std::time::Duration::from_millis(10));
         };
         assert!(cpu_time_ns(pid).is_ok());
         assert!(memory_rss_bytes(pid).expect("memory rss bytes") > 0);

@@ -135,16 +135,28 @@ pub async fn wait_for_serial(
     needle: &str,
     limit: Duration,
 ) -> String {
+    wait_for_serial_times(driver, id, needle, 1, limit).await
+}
+
+/// Polls the VM's serial log until `needle` appears `times` times (the log
+/// spans boots).
+pub async fn wait_for_serial_times(
+    driver: &dyn Driver,
+    id: Uuid,
+    needle: &str,
+    times: usize,
+    limit: Duration,
+) -> String {
     let started = Instant::now();
     loop {
-        let log = driver.serial_log(id, 64 * 1024).await.expect("serial log");
+        let log = driver.serial_log(id, 256 * 1024).await.expect("serial log");
         let log = String::from_utf8_lossy(&log).into_owned();
-        if log.contains(needle) {
+        if log.matches(needle).count() >= times {
             return log;
         }
         assert!(
             started.elapsed() < limit,
-            "no {needle:?} on the serial console within {limit:?}; it shows:\n{log}"
+            "no {needle:?} ({times} times) on the serial console within {limit:?}; it shows:\n{log}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
