@@ -40,11 +40,22 @@ impl ImageInfo {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SnapshotOp {
     Create,
     Revert,
     Delete,
+}
+
+impl SnapshotOp {
+    /// Fits "cannot {verb} a VM that is running".
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Create => "snapshot",
+            Self::Revert => "restore a snapshot of",
+            Self::Delete => "delete a snapshot of",
+        }
+    }
 }
 
 #[derive(Debug)]

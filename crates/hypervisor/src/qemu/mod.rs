@@ -410,16 +410,19 @@ impl QemuDriver {
 
     /// Common part of the snapshot commands: a valid name, a powered-off VM,
     /// and whether the snapshot exists.
-    async fn prepare_snapshot_op(&self, id: Uuid, op: &'static str, name: &str) -> Result<bool> {
+    async fn prepare_snapshot_op(&self, id: Uuid, op: SnapshotOp, name: &str) -> Result<bool> {
         validate_snapshot_name(name)?;
-        self.require_status(id, op, &[VmStatus::Stopped, VmStatus::Crashed])
+        self.require_status(id, op.verb(), &[VmStatus::Stopped, VmStatus::Crashed])
             .await?;
         Ok(self.snapshots_of(id).await?.iter().any(|s| s.name == name))
     }
 
     async fn snapshot_create_vm(&self, id: Uuid, name: &str) -> Result<SnapshotInfo> {
         let _guard = self.lock(id).await;
-        if self.prepare_snapshot_op(id, "snapshot", name).await? {
+        if self
+            .prepare_snapshot_op(id, SnapshotOp::Create, name)
+            .await?
+        {
             return Err(Error::InvalidArgument(format!(
                 "snapshot {name:?} already exists"
             )));
@@ -440,11 +443,7 @@ impl QemuDriver {
 
     async fn snapshot_change(&self, id: Uuid, name: &str, op: SnapshotOp) -> Result<()> {
         let _guard = self.lock(id).await;
-        let op_name = match op {
-            SnapshotOp::Revert => "revert to a snapshot of",
-            _ => "delete a snapshot of",
-        };
-        if !self.prepare_snapshot_op(id, op_name, name).await? {
+        if !self.prepare_snapshot_op(id, op, name).await? {
             return Err(Error::SnapshotNotFound {
                 vm: id,
                 name: name.into(),
@@ -452,7 +451,7 @@ impl QemuDriver {
         }
         let disk = self.paths(id).disk;
         self.qemu_img().snapshot(&disk, op, name).await?;
-        if let SnapshotOp::Revert = op {
+        if op == SnapshotOp::Revert {
             // A snapshot taken before the disk grew brings back its old size.
             let mut spec = self.read_spec(id).await?;
             spec.disk_gib = self
