@@ -109,7 +109,7 @@ impl QmpClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, reply) = oneshot::channel();
         {
-            let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut waiters = self.lock_waiters();
             if waiters.closed {
                 return Err(QmpError::Disconnected);
             }
