@@ -1,0 +1,16 @@
+//! VMCloud's hypervisor layer: the [`Driver`] trait the platform drives VMs
+//! through, and [`QemuDriver`], which runs them with the local QEMU.
+//!
+//! No database, no HTTP: the platform stores [`VmSpec`]s and calls a driver.
+
+pub mod driver;
+pub mod qemu;
+pub mod spec;
+
+pub use driver::{
+    ByteStream, ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmStats, VmStatus,
+    VmSummary, VncEndpoint,
+};
+pub use qemu::accel::{Accel, AccelProbe};
+pub use qemu::{AccelChoice, QemuConfig, QemuDriver};
+pub use spec::{CloudInit, MacAddress, Network, StaticIpv4, VmSpec};

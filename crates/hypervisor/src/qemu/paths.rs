@@ -1,0 +1,49 @@
+//! Where a VM's files live: everything under one directory per VM, so a new
+//! driver finds running VMs again and `destroy` removes one tree.
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+/// Longest unix socket path the kernel accepts (`sun_path` is 108 bytes with
+/// its terminating NUL).
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, Clone)]
+pub(crate) struct VmPaths {
+    pub dir: PathBuf,
+    /// Written last by `define`: its presence means the VM is fully defined.
+    pub spec: PathBuf,
+    pub disk: PathBuf,
+    pub seed: PathBuf,
+    pub pidfile: PathBuf,
+    pub qmp: PathBuf,
+    pub serial: PathBuf,
+    pub serial_log: PathBuf,
+    pub vnc: PathBuf,
+    /// SeaBIOS setting that mirrors its screen on the serial port.
+    pub sercon_port: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(vms_dir: &Path, id: Uuid) -> Self {
+        let dir = vms_dir.join(id.to_string());
+        let file = |name: &str| dir.join(name);
+        Self {
+            spec: file("spec.json"),
+            disk: file("disk.qcow2"),
+            seed: file("seed.img"),
+            pidfile: file("qemu.pid"),
+            qmp: file("qmp.sock"),
+            serial: file("serial.sock"),
+            serial_log: file("serial.log"),
+            vnc: file("vnc.sock"),
+            sercon_port: file("sercon-port.bin"),
+            dir,
+        }
+    }
+
+    pub fn sockets(&self) -> [&Path; 3] {
+        [&self.qmp, &self.serial, &self.vnc]
+    }
+}

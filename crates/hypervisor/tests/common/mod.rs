@@ -1,0 +1,163 @@
+//! A throwaway node for tests: a QEMU driver on a temporary data directory
+//! (TCG, since KVM guests hang on this project's machines) and a guard that
+//! kills whatever QEMU a failed test left running.
+
+#![allow(dead_code)] // each test binary uses its own part of these helpers
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+use vmcloud_hypervisor::{
+    Accel, AccelChoice, CloudInit, Driver, MacAddress, Network, QemuConfig, QemuDriver, VmSpec,
+};
+
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    pub driver: Arc<QemuDriver>,
+}
+
+impl TestNode {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary data dir");
+        let driver = driver_on(dir.path()).await;
+        Self { dir, driver }
+    }
+
+    /// What a platform restart does: the old driver goes, a new one takes
+    /// over the same data directory.
+    pub async fn restart_driver(&mut self) {
+        let old = std::mem::replace(&mut self.driver, driver_on(self.dir.path()).await);
+        assert_eq!(Arc::strong_count(&old), 1, "the old driver is still in use");
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The VM's runtime directory, whose layout the QEMU driver documents.
+    pub fn vm_dir(&self, id: Uuid) -> PathBuf {
+        self.dir.path().join("vms").join(id.to_string())
+    }
+
+    pub fn qmp_socket(&self, id: Uuid) -> PathBuf {
+        self.vm_dir(id).join("qmp.sock")
+    }
+
+    pub fn qemu_pid(&self, id: Uuid) -> i32 {
+        std::fs::read_to_string(self.vm_dir(id).join("qemu.pid"))
+            .expect("pidfile of a running VM")
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    /// A blank qcow2: SeaBIOS finds nothing to boot and keeps retrying,
+    /// which is a real, running VM for every test that needs no OS.
+    pub fn blank_base_image(&self) -> PathBuf {
+        let path = self.dir.path().join("blank.qcow2");
+        if !path.exists() {
+            let status = std::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&path)
+                .arg("1G")
+                .status()
+                .expect("qemu-img");
+            assert!(status.success(), "qemu-img create failed");
+        }
+        path
+    }
+
+    pub fn blank_spec(&self, name: &str) -> VmSpec {
+        spec(name, self.blank_base_image(), 2)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let Ok(vms) = std::fs::read_dir(self.dir.path().join("vms")) else {
+            return;
+        };
+        for vm in vms.flatten() {
+            let Ok(pid) = std::fs::read_to_string(vm.path().join("qemu.pid")) else {
+                continue;
+            };
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid.trim()])
+                .status();
+        }
+    }
+}
+
+pub async fn driver_on(data_dir: &Path) -> Arc<QemuDriver> {
+    let mut config = QemuConfig::new(data_dir);
+    config.accel = AccelChoice::Fixed(Accel::Tcg);
+    Arc::new(QemuDriver::new(config).await.expect("QEMU driver"))
+}
+
+pub fn spec(name: &str, base_image: PathBuf, disk_gib: u64) -> VmSpec {
+    let id = Uuid::new_v4();
+    VmSpec {
+        id,
+        name: name.into(),
+        vcpus: 1,
+        memory_mib: 128,
+        disk_gib,
+        base_image,
+        cloud_init: CloudInit {
+            instance_id: id.to_string(),
+            hostname: name.into(),
+            ssh_authorized_keys: Vec::new(),
+            user_data: None,
+            network_config: None,
+        },
+        network: Network::User {
+            mac: MacAddress::for_vm(id),
+            bind: Ipv4Addr::LOCALHOST.into(),
+            ssh_host_port: free_port(),
+        },
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Polls the VM's serial log until it contains `needle`.
+pub async fn wait_for_serial(
+    driver: &dyn Driver,
+    id: Uuid,
+    needle: &str,
+    limit: Duration,
+) -> String {
+    wait_for_serial_times(driver, id, needle, 1, limit).await
+}
+
+/// Polls the VM's serial log until `needle` appears `times` times (the log
+/// spans boots).
+pub async fn wait_for_serial_times(
+    driver: &dyn Driver,
+    id: Uuid,
+    needle: &str,
+    times: usize,
+    limit: Duration,
+) -> String {
+    let started = Instant::now();
+    loop {
+        let log = driver.serial_log(id, 256 * 1024).await.expect("serial log");
+        let log = String::from_utf8_lossy(&log).into_owned();
+        if log.matches(needle).count() >= times {
+            return log;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no {needle:?} ({times} times) on the serial console within {limit:?}; it shows:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
