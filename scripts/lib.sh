@@ -7,16 +7,48 @@ ensure_packages() {
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  local sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-      echo "Missing Debian packages: ${missing[*]}. Install them as root: apt-get install -y ${missing[*]}" >&2
-      return 1
-    fi
-  fi
   echo "Installing ${missing[*]} ..." >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# as_root CMD...: runs CMD as root, through sudo when needed.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else
+    echo "This step needs root: $*" >&2
+    return 1
+  fi
+}
+
+# A local PostgreSQL on 127.0.0.1:5432 that user postgres reaches without a
+# password, with a database `test`: installed and started when missing.
+ensure_local_postgres() {
+  ensure_packages psql:postgresql-client
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    ls /etc/postgresql/*/main >/dev/null 2>&1 || ensure_packages pg_ctlcluster:postgresql
+    local version; version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    local hba="/etc/postgresql/$version/main/pg_hba.conf"
+    if ! as_root grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+      as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    fi
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+  psql -h 127.0.0.1 -U postgres -Atqc "select 1 from pg_database where datname='test'" | grep -q 1 ||
+    psql -h 127.0.0.1 -U postgres -qc 'CREATE DATABASE test'
+}
+
+# A local Redis on 127.0.0.1:6379 that keeps nothing on disk: installed and
+# started when missing.
+ensure_local_redis() {
+  ensure_packages redis-server:redis-server redis-cli:redis-tools
+  [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ] && return 0
+  as_root mkdir -p /var/lib/redis /var/log/redis
+  as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/vmcloud-test.log
+  for _ in $(seq 30); do [ "$(redis-cli ping 2>/dev/null)" = "PONG" ] && break; sleep 0.5; done
 }
 
 ensure_rust() {
