@@ -12,5 +12,5 @@ pub use driver::{
     VmSummary, VncEndpoint,
 };
 pub use qemu::accel::{Accel, AccelProbe};
-pub use qemu::{AccelChoice, QemuConfig, QemuDriver};
+pub use qemu::{AccelChoice, BaseImage, QemuConfig, QemuDriver, import_base_image};
 pub use spec::{CloudInit, MacAddress, Network, StaticIpv4, VmSpec};

@@ -252,7 +252,7 @@ impl Config {
         if self.redis_prefix.is_empty() {
             return invalid("redis_prefix must not be empty".into());
         }
-        if crate::modules::products::check_slug("local_region", &self.local_region).is_some() {
+        if crate::validation::check_slug("local_region", &self.local_region).is_some() {
             return invalid(format!(
                 "local_region {:?} must be a slug (lower-case letters, digits, dashes)",
                 self.local_region

@@ -70,6 +70,42 @@ impl Error {
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::invalid(vec![FieldError::new(field, message)])
     }
+
+    /// Fails with every collected field error, if there is any.
+    pub fn check_fields(fields: Vec<FieldError>) -> Result<()> {
+        if fields.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::invalid(fields))
+        }
+    }
+
+    /// A unique-constraint violation becomes a 409 saying `message`; any
+    /// other database error stays ours.
+    pub fn on_duplicate(err: sea_orm::DbErr, message: impl Into<String>) -> Self {
+        Self::on_sql_err(err, message, |e| {
+            matches!(e, sea_orm::SqlErr::UniqueConstraintViolation(_))
+        })
+    }
+
+    /// A delete refused by a foreign key becomes a 409 saying `message`.
+    pub fn on_still_referenced(err: sea_orm::DbErr, message: impl Into<String>) -> Self {
+        Self::on_sql_err(err, message, |e| {
+            matches!(e, sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
+        })
+    }
+
+    fn on_sql_err(
+        err: sea_orm::DbErr,
+        message: impl Into<String>,
+        conflicts: impl Fn(&sea_orm::SqlErr) -> bool,
+    ) -> Self {
+        if err.sql_err().as_ref().is_some_and(conflicts) {
+            Self::Conflict(message.into())
+        } else {
+            err.into()
+        }
+    }
 }
 
 impl From<sea_orm::DbErr> for Error {

@@ -13,3 +13,4 @@ pub mod modules;
 pub mod pagination;
 pub mod startup;
 pub mod telemetry;
+pub mod validation;

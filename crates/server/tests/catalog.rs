@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
-use common::{Session, TestApp, problem};
+use common::{Session, TestApp, eventually, problem};
 use reqwest::Method;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -20,20 +19,6 @@ async fn admin(app: &TestApp) -> Session {
         .create_user("root@example.org", PASSWORD, UserRole::Admin)
         .await;
     app.session_for(&id).await
-}
-
-async fn send(
-    app: &TestApp,
-    session: &Session,
-    method: Method,
-    path: &str,
-    body: &serde_json::Value,
-) -> reqwest::Response {
-    app.authed(method, path, session)
-        .json(body)
-        .send()
-        .await
-        .expect("sent")
 }
 
 async fn created(response: reqwest::Response) -> serde_json::Value {
@@ -55,44 +40,42 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
     let app = TestApp::spawn().await;
     let admin = admin(&app).await;
     let eu = created(
-        send(
-            &app,
-            &admin,
+        app.send_json(
             Method::POST,
             "/api/v1/admin/regions",
+            &admin,
             &json!({"slug": "eu-west", "name": "Europe West"}),
         )
         .await,
     )
     .await;
     created(
-        send(
-            &app,
-            &admin,
+        app.send_json(
             Method::POST,
             "/api/v1/admin/regions",
+            &admin,
             &json!({"slug": "us-east", "name": "US East", "active": false}),
         )
         .await,
     )
     .await;
-    let duplicate = send(
-        &app,
-        &admin,
-        Method::POST,
-        "/api/v1/admin/regions",
-        &json!({"slug": "eu-west", "name": "Again"}),
-    )
-    .await;
+    let duplicate = app
+        .send_json(
+            Method::POST,
+            "/api/v1/admin/regions",
+            &admin,
+            &json!({"slug": "eu-west", "name": "Again"}),
+        )
+        .await;
     assert_eq!(duplicate.status(), 409);
-    let bad = send(
-        &app,
-        &admin,
-        Method::POST,
-        "/api/v1/admin/regions",
-        &json!({"slug": "EU West", "name": ""}),
-    )
-    .await;
+    let bad = app
+        .send_json(
+            Method::POST,
+            "/api/v1/admin/regions",
+            &admin,
+            &json!({"slug": "EU West", "name": ""}),
+        )
+        .await;
     assert_eq!(bad.status(), 422);
     let fields: Vec<String> = problem(bad).await["errors"]
         .as_array()
@@ -103,11 +86,10 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
     assert_eq!(fields, ["slug", "name"]);
 
     let small = created(
-        send(
-            &app,
-            &admin,
+        app.send_json(
             Method::POST,
             "/api/v1/admin/products",
+            &admin,
             &plan("small", &["eu-west"]),
         )
         .await,
@@ -117,24 +99,18 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
     let mut hidden = plan("secret", &["eu-west", "us-east"]);
     hidden["hidden"] = json!(true);
     created(
-        send(
-            &app,
-            &admin,
+        app.send_json(Method::POST, "/api/v1/admin/products", &admin, &hidden)
+            .await,
+    )
+    .await;
+    let unknown = app
+        .send_json(
             Method::POST,
             "/api/v1/admin/products",
-            &hidden,
+            &admin,
+            &plan("big", &["mars-1"]),
         )
-        .await,
-    )
-    .await;
-    let unknown = send(
-        &app,
-        &admin,
-        Method::POST,
-        "/api/v1/admin/products",
-        &plan("big", &["mars-1"]),
-    )
-    .await;
+        .await;
     assert_eq!(unknown.status(), 422);
     let unknown = problem(unknown).await;
     assert_eq!(unknown["errors"][0]["field"], "regions");
@@ -146,7 +122,9 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
     );
     let mut zero = plan("zero", &[]);
     zero["vcpus"] = json!(0);
-    let zero = send(&app, &admin, Method::POST, "/api/v1/admin/products", &zero).await;
+    let zero = app
+        .send_json(Method::POST, "/api/v1/admin/products", &admin, &zero)
+        .await;
     assert_eq!(zero.status(), 422);
     assert_eq!(problem(zero).await["errors"][0]["field"], "vcpus");
 
@@ -167,28 +145,28 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
     assert_eq!(regions.as_array().expect("regions").len(), 1, "{regions}");
 
     let id = small["id"].as_str().expect("id");
-    let changed = send(
-        &app,
-        &admin,
-        Method::PATCH,
-        &format!("/api/v1/admin/products/{id}"),
-        &json!({"memory_mib": 1024, "regions": [], "sort_order": 5}),
-    )
-    .await;
+    let changed = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/admin/products/{id}"),
+            &admin,
+            &json!({"memory_mib": 1024, "regions": [], "sort_order": 5}),
+        )
+        .await;
     assert_eq!(changed.status(), 200);
     let changed: serde_json::Value = changed.json().await.expect("json");
     assert_eq!(changed["memory_mib"], 1024);
     assert_eq!(changed["regions"], json!([]));
 
     let eu_id = eu["id"].as_str().expect("id");
-    let renamed = send(
-        &app,
-        &admin,
-        Method::PATCH,
-        &format!("/api/v1/admin/regions/{eu_id}"),
-        &json!({"name": "Paris"}),
-    )
-    .await;
+    let renamed = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/admin/regions/{eu_id}"),
+            &admin,
+            &json!({"name": "Paris"}),
+        )
+        .await;
     assert_eq!(renamed.status(), 200);
     assert_eq!(
         app.status_of(
@@ -231,16 +209,13 @@ fn raw_image(dir: &Path) -> (std::path::PathBuf, String) {
 }
 
 async fn wait_for_import(app: &TestApp, admin: &Session, id: &str) -> serde_json::Value {
-    for _ in 0..200 {
+    eventually(&format!("the import of {id}"), || async {
         let image = app
             .fetch_json(Method::GET, &format!("/api/v1/admin/images/{id}"), admin)
             .await;
-        if image["status"] != "importing" {
-            return image;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the import of {id} never finished");
+        (image["status"] != "importing").then_some(image)
+    })
+    .await
 }
 
 fn image(slug: &str, source: &str, checksum: Option<&str>) -> serde_json::Value {
@@ -260,11 +235,10 @@ async fn images_are_imported_checked_and_converted_to_qcow2() {
     let source = raw.to_str().expect("utf-8");
 
     let registered = created(
-        send(
-            &app,
-            &admin,
+        app.send_json(
             Method::POST,
             "/api/v1/admin/images",
+            &admin,
             &image("tiny", source, Some(&checksum)),
         )
         .await,
@@ -289,11 +263,10 @@ async fn images_are_imported_checked_and_converted_to_qcow2() {
 
     let wrong = format!("sha256:{}", "0".repeat(64));
     let mismatched = created(
-        send(
-            &app,
-            &admin,
+        app.send_json(
             Method::POST,
             "/api/v1/admin/images",
+            &admin,
             &image("mismatch", source, Some(&wrong)),
         )
         .await,
@@ -366,11 +339,10 @@ async fn images_download_over_http_and_backing_files_are_refused() {
     tokio::spawn(async move { axum::serve(listener, files).await });
 
     let downloaded = created(
-        send(
-            &app,
-            &admin,
+        app.send_json(
             Method::POST,
             "/api/v1/admin/images",
+            &admin,
             &image(
                 "downloaded",
                 &format!("http://{address}/tiny.img"),
@@ -387,11 +359,10 @@ async fn images_download_over_http_and_backing_files_are_refused() {
     );
 
     let missing = created(
-        send(
-            &app,
-            &admin,
+        app.send_json(
             Method::POST,
             "/api/v1/admin/images",
+            &admin,
             &image("missing", &format!("http://{address}/nope.img"), None),
         )
         .await,
@@ -407,11 +378,10 @@ async fn images_download_over_http_and_backing_files_are_refused() {
     );
 
     let backed = created(
-        send(
-            &app,
-            &admin,
+        app.send_json(
             Method::POST,
             "/api/v1/admin/images",
+            &admin,
             &image("backed", overlay.to_str().expect("utf-8"), None),
         )
         .await,
@@ -426,14 +396,14 @@ async fn images_download_over_http_and_backing_files_are_refused() {
             .contains("backing file")
     );
 
-    let invalid = send(
-        &app,
-        &admin,
-        Method::POST,
-        "/api/v1/admin/images",
-        &image("relative", "disk.qcow2", Some("md5:abc")),
-    )
-    .await;
+    let invalid = app
+        .send_json(
+            Method::POST,
+            "/api/v1/admin/images",
+            &admin,
+            &image("relative", "disk.qcow2", Some("md5:abc")),
+        )
+        .await;
     assert_eq!(invalid.status(), 422);
     let fields: Vec<String> = problem(invalid).await["errors"]
         .as_array()

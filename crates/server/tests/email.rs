@@ -7,7 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestApp, problem};
+use common::{TestApp, eventually, problem};
 use mailin_embedded::response::{self, Response};
 use reqwest::Method;
 use serde_json::json;
@@ -75,20 +75,15 @@ impl Inbox {
 
     /// Waits for the first message to `to`.
     async fn wait_for(&self, to: &str) -> Received {
-        for _ in 0..200 {
-            let found = self
-                .messages
+        eventually(&format!("an email to {to}"), || async {
+            self.messages
                 .lock()
                 .expect("inbox")
                 .iter()
                 .find(|m| m.to.iter().any(|t| t == to))
-                .cloned();
-            if let Some(message) = found {
-                return message;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no email to {to} arrived");
+                .cloned()
+        })
+        .await
     }
 
     fn count(&self) -> usize {
@@ -192,14 +187,11 @@ async fn a_resent_verification_link_replaces_the_first() {
         .await
         .expect("sent");
     assert_eq!(resent.status(), 202);
-    for _ in 0..200 {
-        if inbox.count() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let second = eventually("a second email", || async {
+        inbox.messages.lock().expect("inbox").get(1).cloned()
+    })
+    .await;
     assert_eq!(inbox.count(), 2);
-    let second = inbox.messages.lock().expect("inbox")[1].clone();
     let old = token_in(&first.data, "/verify-email");
     let new = token_in(&second.data, "/verify-email");
     let refused = app
@@ -306,8 +298,7 @@ async fn without_smtp_the_admin_reads_messages_in_the_outbox() {
         .create_user("root@example.org", PASSWORD, UserRole::Admin)
         .await;
     let admin = app.session_for(&admin).await;
-    let mut item = serde_json::Value::Null;
-    for _ in 0..200 {
+    let item = eventually("a logged email", || async {
         let outbox = app
             .fetch_json(
                 Method::GET,
@@ -315,12 +306,9 @@ async fn without_smtp_the_admin_reads_messages_in_the_outbox() {
                 &admin,
             )
             .await;
-        if let Some(found) = outbox["items"].get(0) {
-            item = found.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        outbox["items"].get(0).cloned()
+    })
+    .await;
     assert_eq!(item["status"], "logged", "{item}");
     let token = token_in(item["body_text"].as_str().expect("body"), "/verify-email");
     let verified = app
@@ -356,8 +344,7 @@ async fn a_dead_smtp_server_keeps_the_message_pending_with_the_error() {
         .create_user("root@example.org", PASSWORD, UserRole::Admin)
         .await;
     let admin = app.session_for(&admin).await;
-    let mut item = serde_json::Value::Null;
-    for _ in 0..200 {
+    let item = eventually("a delivery attempt", || async {
         let outbox = app
             .fetch_json(
                 Method::GET,
@@ -365,12 +352,10 @@ async fn a_dead_smtp_server_keeps_the_message_pending_with_the_error() {
                 &admin,
             )
             .await;
-        item = outbox["items"][0].clone();
-        if item["attempts"].as_i64().unwrap_or_default() >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let item = outbox["items"][0].clone();
+        (item["attempts"].as_i64().unwrap_or_default() >= 1).then_some(item)
+    })
+    .await;
     assert_eq!(item["status"], "pending", "{item}");
     assert!(item["last_error"].as_str().is_some_and(|e| !e.is_empty()));
     assert!(

@@ -21,39 +21,28 @@ fn code_at(secret: &str, offset_secs: i64) -> String {
     totp.generate(at).to_string()
 }
 
-async fn send(
-    app: &TestApp,
-    session: &Session,
-    path: &str,
-    body: &serde_json::Value,
-) -> reqwest::Response {
-    app.authed(Method::POST, path, session)
-        .json(body)
-        .send()
-        .await
-        .expect("sent")
-}
-
 /// Turns 2FA on for the session's account; returns the secret and the
 /// recovery codes.
 async fn enable(app: &TestApp, session: &Session) -> (String, Vec<String>) {
-    let enrolment = send(
-        app,
-        session,
-        "/api/v1/users/me/2fa/enrol",
-        &json!({"password": PASSWORD}),
-    )
-    .await;
+    let enrolment = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/enrol",
+            session,
+            &json!({"password": PASSWORD}),
+        )
+        .await;
     assert_eq!(enrolment.status(), 200);
     let enrolment: serde_json::Value = enrolment.json().await.expect("json");
     let secret = enrolment["secret"].as_str().expect("secret").to_owned();
-    let confirmed = send(
-        app,
-        session,
-        "/api/v1/users/me/2fa/confirm",
-        &json!({"code": code_at(&secret, 0)}),
-    )
-    .await;
+    let confirmed = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/confirm",
+            session,
+            &json!({"code": code_at(&secret, 0)}),
+        )
+        .await;
     assert_eq!(confirmed.status(), 200);
     let body: serde_json::Value = confirmed.json().await.expect("json");
     let codes = body["recovery_codes"]
@@ -79,26 +68,28 @@ async fn enrolment_gives_a_uri_and_qr_code_and_needs_the_password_and_a_right_co
     let id = app.register("ada@example.org", PASSWORD).await;
     let session = app.session_for(&id).await;
 
-    let wrong_password = send(
-        &app,
-        &session,
-        "/api/v1/users/me/2fa/enrol",
-        &json!({"password": "not my password at all"}),
-    )
-    .await;
+    let wrong_password = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/enrol",
+            &session,
+            &json!({"password": "not my password at all"}),
+        )
+        .await;
     assert_eq!(wrong_password.status(), 422);
     assert_eq!(
         problem(wrong_password).await["errors"][0]["field"],
         "password"
     );
 
-    let enrolment = send(
-        &app,
-        &session,
-        "/api/v1/users/me/2fa/enrol",
-        &json!({"password": PASSWORD}),
-    )
-    .await;
+    let enrolment = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/enrol",
+            &session,
+            &json!({"password": PASSWORD}),
+        )
+        .await;
     assert_eq!(enrolment.status(), 200);
     let enrolment: serde_json::Value = enrolment.json().await.expect("json");
     let secret = enrolment["secret"].as_str().expect("secret");
@@ -117,13 +108,14 @@ async fn enrolment_gives_a_uri_and_qr_code_and_needs_the_password_and_a_right_co
     assert_eq!(status["enabled"], false);
     assert_eq!(status["pending"], true);
 
-    let wrong_code = send(
-        &app,
-        &session,
-        "/api/v1/users/me/2fa/confirm",
-        &json!({"code": "000000"}),
-    )
-    .await;
+    let wrong_code = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/confirm",
+            &session,
+            &json!({"code": "000000"}),
+        )
+        .await;
     assert_eq!(wrong_code.status(), 422);
     assert_eq!(problem(wrong_code).await["errors"][0]["field"], "code");
     // Not on yet: login still needs only the password.
@@ -132,13 +124,14 @@ async fn enrolment_gives_a_uri_and_qr_code_and_needs_the_password_and_a_right_co
         200
     );
 
-    let confirmed = send(
-        &app,
-        &session,
-        "/api/v1/users/me/2fa/confirm",
-        &json!({"code": code_at(secret, 0)}),
-    )
-    .await;
+    let confirmed = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/confirm",
+            &session,
+            &json!({"code": code_at(secret, 0)}),
+        )
+        .await;
     assert_eq!(confirmed.status(), 200);
     let codes: serde_json::Value = confirmed.json().await.expect("json");
     assert_eq!(codes["recovery_codes"].as_array().expect("codes").len(), 10);
@@ -153,13 +146,14 @@ async fn enrolment_gives_a_uri_and_qr_code_and_needs_the_password_and_a_right_co
         .await;
     assert_eq!(me["two_factor_enabled"], true);
 
-    let again = send(
-        &app,
-        &session,
-        "/api/v1/users/me/2fa/enrol",
-        &json!({"password": PASSWORD}),
-    )
-    .await;
+    let again = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/enrol",
+            &session,
+            &json!({"password": PASSWORD}),
+        )
+        .await;
     assert_eq!(again.status(), 409);
     app.stop().await;
 }
@@ -249,22 +243,24 @@ async fn turning_off_and_new_recovery_codes_need_the_password_and_a_code() {
     let session = app.session_for(&id).await;
     let (_, recovery) = enable(&app, &session).await;
 
-    let without_code = send(
-        &app,
-        &session,
-        "/api/v1/users/me/2fa/recovery-codes",
-        &json!({"password": PASSWORD, "code": "000000"}),
-    )
-    .await;
+    let without_code = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/recovery-codes",
+            &session,
+            &json!({"password": PASSWORD, "code": "000000"}),
+        )
+        .await;
     assert_eq!(without_code.status(), 422);
 
-    let renewed = send(
-        &app,
-        &session,
-        "/api/v1/users/me/2fa/recovery-codes",
-        &json!({"password": PASSWORD, "code": recovery[0]}),
-    )
-    .await;
+    let renewed = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/recovery-codes",
+            &session,
+            &json!({"password": PASSWORD, "code": recovery[0]}),
+        )
+        .await;
     assert_eq!(renewed.status(), 200);
     let renewed: serde_json::Value = renewed.json().await.expect("json");
     let fresh = renewed["recovery_codes"][0].as_str().expect("code");
@@ -276,21 +272,23 @@ async fn turning_off_and_new_recovery_codes_need_the_password_and_a_code() {
         "old recovery codes stop working"
     );
 
-    let wrong_password = send(
-        &app,
-        &session,
-        "/api/v1/users/me/2fa/disable",
-        &json!({"password": "not my password at all", "code": fresh}),
-    )
-    .await;
+    let wrong_password = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/disable",
+            &session,
+            &json!({"password": "not my password at all", "code": fresh}),
+        )
+        .await;
     assert_eq!(wrong_password.status(), 422);
-    let disabled = send(
-        &app,
-        &session,
-        "/api/v1/users/me/2fa/disable",
-        &json!({"password": PASSWORD, "code": fresh}),
-    )
-    .await;
+    let disabled = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/disable",
+            &session,
+            &json!({"password": PASSWORD, "code": fresh}),
+        )
+        .await;
     assert_eq!(disabled.status(), 204);
     assert_eq!(
         login_with(&app, "ada@example.org", None).await.status(),
@@ -314,26 +312,28 @@ async fn api_tokens_cannot_manage_the_second_factor() {
     let app = TestApp::spawn().await;
     let id = app.register("ada@example.org", PASSWORD).await;
     let session = app.session_for(&id).await;
-    let created = send(
-        &app,
-        &session,
-        "/api/v1/api-tokens",
-        &json!({"name": "ci", "scope": "read_write"}),
-    )
-    .await;
+    let created = app
+        .send_json(
+            Method::POST,
+            "/api/v1/api-tokens",
+            &session,
+            &json!({"name": "ci", "scope": "read_write"}),
+        )
+        .await;
     assert_eq!(created.status(), 201);
     let token: serde_json::Value = created.json().await.expect("json");
     let token_session = Session {
         access_token: token["token"].as_str().expect("token").to_owned(),
         ..session.clone()
     };
-    let refused = send(
-        &app,
-        &token_session,
-        "/api/v1/users/me/2fa/enrol",
-        &json!({"password": PASSWORD}),
-    )
-    .await;
+    let refused = app
+        .send_json(
+            Method::POST,
+            "/api/v1/users/me/2fa/enrol",
+            &token_session,
+            &json!({"password": PASSWORD}),
+        )
+        .await;
     assert_eq!(refused.status(), 403);
     app.stop().await;
 }

@@ -15,6 +15,7 @@ pub(crate) const GIB: u64 = 1024 * 1024 * 1024;
 pub(crate) struct ImageInfo {
     pub format: String,
     pub virtual_size: u64,
+    pub backing_filename: Option<String>,
     #[serde(default)]
     snapshots: Vec<RawSnapshot>,
 }
@@ -106,6 +107,44 @@ impl QemuImg<'_> {
             .await
             .map(drop)
     }
+}
+
+/// What an imported base image is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    /// The format the source was in (`raw`, `qcow2`, `vmdk`, …).
+    pub source_format: String,
+    pub virtual_size_bytes: u64,
+}
+
+/// Turns an operator's image file into the standalone qcow2 instance disks
+/// are overlaid on. Images that refer to a backing file are refused: reading
+/// through one would expose whatever host file it names. The result appears
+/// at `target` only once complete.
+pub async fn import_base_image(qemu_img: &Path, source: &Path, target: &Path) -> Result<BaseImage> {
+    let tool = QemuImg(qemu_img);
+    let info = tool.info(source).await?;
+    if info.backing_filename.is_some() {
+        return Err(Error::InvalidArgument(
+            "the image refers to a backing file; upload a standalone image".to_owned(),
+        ));
+    }
+    let partial = target.with_extension("part");
+    run(command(qemu_img)
+        .args(["convert", "-q", "-f", &info.format, "-O", "qcow2"])
+        .arg(source)
+        .arg(&partial))
+    .await?;
+    tokio::fs::rename(&partial, target)
+        .await
+        .map_err(Error::io(format!(
+            "cannot move {} into place",
+            partial.display()
+        )))?;
+    Ok(BaseImage {
+        source_format: info.format,
+        virtual_size_bytes: info.virtual_size,
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ mod paths;
 mod process;
 pub mod qmp;
 
+pub use disk::{BaseImage, import_base_image};
+
 use std::collections::HashMap;
 use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};

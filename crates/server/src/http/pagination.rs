@@ -40,11 +40,8 @@ impl PageQuery {
                 decoded
             }
         };
-        if fields.is_empty() {
-            Ok(PageRequest { limit, after })
-        } else {
-            Err(Error::invalid(fields))
-        }
+        Error::check_fields(fields)?;
+        Ok(PageRequest { limit, after })
     }
 }
 

@@ -7,7 +7,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use crate::db::Database;
-use crate::db::entities::email::{self, EmailStatus};
+use crate::db::entities::email::{self, EmailKind, EmailStatus};
 use crate::db::entities::now;
 use crate::error::Result;
 use crate::ids::{EmailId, UserId};
@@ -17,22 +17,6 @@ use crate::pagination::{Page, PageRequest, fetch_page};
 
 pub const SEND_JOB: &str = "send_email";
 const MAX_ATTEMPTS: u32 = 8;
-
-/// What kind of message it is, for filtering and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EmailKind {
-    VerifyEmail,
-    ResetPassword,
-}
-
-impl EmailKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::VerifyEmail => "verify_email",
-            Self::ResetPassword => "reset_password",
-        }
-    }
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SendPayload {
@@ -52,7 +36,7 @@ pub async fn queue(
         to_address: Set(email.to),
         subject: Set(email.subject),
         body_text: Set(Some(email.body_text)),
-        kind: Set(kind.as_str().to_owned()),
+        kind: Set(kind),
         status: Set(EmailStatus::Pending),
         attempts: Set(0),
         ..Default::default()
@@ -67,7 +51,8 @@ pub async fn queue(
             .max_attempts(MAX_ATTEMPTS),
     )
     .await?;
-    metrics::counter!("vmcloud_emails_queued_total", "kind" => kind.as_str()).increment(1);
+    metrics::counter!("vmcloud_emails_queued_total", "kind" => sea_orm::ActiveEnum::to_value(&kind))
+        .increment(1);
     Ok(row.id)
 }
 
@@ -128,7 +113,7 @@ pub struct EmailView {
     pub subject: String,
     /// Absent once an SMTP server accepted the message.
     pub body_text: Option<String>,
-    pub kind: String,
+    pub kind: EmailKind,
     pub status: EmailStatus,
     pub attempts: i32,
     pub last_error: Option<String>,

@@ -392,3 +392,36 @@ pub async fn audit_actions(app: &TestApp) -> Vec<String> {
         .map(|row| row.action)
         .collect()
 }
+
+/// Polls `probe` every 50 ms until it gives a value; fails the test after
+/// 10 s, naming what never happened. For work done by background jobs.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
+impl TestApp {
+    /// Sends a JSON body with the session's bearer token.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        session: &Session,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.authed(method, path, session)
+            .json(body)
+            .send()
+            .await
+            .expect("sent")
+    }
+}

@@ -1,38 +1,28 @@
 //! A message in the outbox; see the `mail` module.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{EmailId, UserId};
 
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(16))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum EmailStatus {
-    /// Waiting for the delivery job.
-    Pending,
-    /// Accepted by the SMTP server.
-    Sent,
-    /// No SMTP server is configured: written to the log and kept here.
-    Logged,
-    /// Every delivery attempt failed.
-    Failed,
+db_enum! {
+    pub enum EmailStatus {
+        /// Waiting for the delivery job.
+        Pending,
+        /// Accepted by the SMTP server.
+        Sent,
+        /// No SMTP server is configured: written to the log and kept here.
+        Logged,
+        /// Every delivery attempt failed.
+        Failed,
+    }
+}
+
+db_enum! {
+    /// What a message is for.
+    pub enum EmailKind {
+        VerifyEmail,
+        ResetPassword,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -46,7 +36,7 @@ pub struct Model {
     /// Dropped once an SMTP server has accepted the message, so the links
     /// it carries are not left readable in the database.
     pub body_text: Option<String>,
-    pub kind: String,
+    pub kind: EmailKind,
     pub status: EmailStatus,
     pub attempts: i32,
     pub last_error: Option<String>,

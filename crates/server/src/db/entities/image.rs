@@ -1,34 +1,16 @@
 //! An operating system image instances boot from.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::ImageId;
 
-/// Where an image is in its import.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ImageStatus {
-    Importing,
-    Available,
-    Failed,
+db_enum! {
+    /// Where an image is in its import.
+    pub enum ImageStatus {
+        Importing,
+        Available,
+        Failed,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -2,42 +2,24 @@
 //! at order time, so a later change of the plan does not resize it.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{ImageId, InstanceId, NodeId, ProductId, RegionId, UserId};
 
-/// The lifecycle of an instance.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum InstanceStatus {
-    Provisioning,
-    Running,
-    Stopped,
-    Starting,
-    Stopping,
-    Rebooting,
-    /// Stopped by the platform (unpaid bill, abuse); the owner cannot start it.
-    Suspended,
-    Error,
-    Deleting,
-    Deleted,
+db_enum! {
+    /// The lifecycle of an instance.
+    pub enum InstanceStatus {
+        Provisioning,
+        Running,
+        Stopped,
+        Starting,
+        Stopping,
+        Rebooting,
+        /// Stopped by the platform (unpaid bill, abuse); the owner cannot start it.
+        Suspended,
+        Error,
+        Deleting,
+        Deleted,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

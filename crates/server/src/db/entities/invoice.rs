@@ -3,36 +3,18 @@
 //! later change of address does not rewrite a legal document.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{InvoiceId, UserId};
 
-/// Where an invoice is in its life. Only drafts change; an issued invoice is
-/// voided, never edited.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum InvoiceStatus {
-    Draft,
-    Open,
-    Paid,
-    Void,
+db_enum! {
+    /// Where an invoice is in its life. Only drafts change; an issued invoice is
+    /// voided, never edited.
+    pub enum InvoiceStatus {
+        Draft,
+        Open,
+        Paid,
+        Void,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -56,6 +56,36 @@ macro_rules! stamped_behavior {
     };
 }
 
+/// An enum stored as the snake_case name of its variant in a string column
+/// of 32 characters, and named the same way in JSON and the OpenAPI document.
+macro_rules! db_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$variant_meta:meta])* $variant:ident,)+ }) => {
+        $(#[$meta])*
+        #[derive(
+            Clone,
+            Copy,
+            Debug,
+            PartialEq,
+            Eq,
+            Hash,
+            sea_orm::EnumIter,
+            sea_orm::DeriveActiveEnum,
+            serde::Serialize,
+            serde::Deserialize,
+            utoipa::ToSchema,
+        )]
+        #[sea_orm(
+            rs_type = "String",
+            db_type = "String(StringLen::N(32))",
+            rename_all = "snake_case"
+        )]
+        #[serde(rename_all = "snake_case")]
+        $vis enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+    };
+}
+
 pub mod api_token;
 pub mod audit_log;
 pub mod email;

@@ -1,91 +1,39 @@
 //! A hypervisor host that runs instances.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{NodeId, RegionId};
 
-/// How the platform drives the node.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeDriver {
-    /// QEMU processes on this host, over QMP.
-    Qemu,
-    /// A remote host through libvirt.
-    Libvirt,
+db_enum! {
+    /// How the platform drives the node.
+    pub enum NodeDriver {
+        /// QEMU processes on this host, over QMP.
+        Qemu,
+        /// A remote host through libvirt.
+        Libvirt,
+    }
 }
 
-/// Whether the scheduler may place instances on the node.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeStatus {
-    Online,
-    Offline,
-    /// Out of service; its instances stay where they are.
-    Maintenance,
-    /// Takes no new instances while the existing ones move away.
-    Draining,
+db_enum! {
+    /// Whether the scheduler may place instances on the node.
+    pub enum NodeStatus {
+        Online,
+        Offline,
+        /// Out of service; its instances stay where they are.
+        Maintenance,
+        /// Takes no new instances while the existing ones move away.
+        Draining,
+    }
 }
 
-/// The virtualisation the node offers.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Accelerator {
-    /// Hardware virtualisation.
-    Kvm,
-    /// Software emulation, when `/dev/kvm` is unavailable.
-    Tcg,
+db_enum! {
+    /// The virtualisation the node offers.
+    pub enum Accelerator {
+        /// Hardware virtualisation.
+        Kvm,
+        /// Software emulation, when `/dev/kvm` is unavailable.
+        Tcg,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -2,22 +2,15 @@
 //! verification, password reset, first-admin setup. Only its hash is stored.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{OneTimeTokenId, UserId};
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum, Serialize, Deserialize,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-pub enum TokenPurpose {
-    VerifyEmail,
-    ResetPassword,
-    AdminSetup,
+db_enum! {
+    pub enum TokenPurpose {
+        VerifyEmail,
+        ResetPassword,
+        AdminSetup,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -3,35 +3,17 @@
 //! stays.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{InstanceId, ProductId, SubscriptionId, UserId};
 
-/// Where a subscription is in its billing life.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum SubscriptionStatus {
-    Active,
-    PastDue,
-    Suspended,
-    Cancelled,
+db_enum! {
+    /// Where a subscription is in its billing life.
+    pub enum SubscriptionStatus {
+        Active,
+        PastDue,
+        Suspended,
+        Cancelled,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -1,89 +1,37 @@
 //! A support conversation between a customer and the support team.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{InstanceId, TicketId, UserId};
 
-/// The team a ticket goes to.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketCategory {
-    Billing,
-    Technical,
-    Sales,
-    Abuse,
+db_enum! {
+    /// The team a ticket goes to.
+    pub enum TicketCategory {
+        Billing,
+        Technical,
+        Sales,
+        Abuse,
+    }
 }
 
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketPriority {
-    Low,
-    Normal,
-    High,
-    Urgent,
+db_enum! {
+    pub enum TicketPriority {
+        Low,
+        Normal,
+        High,
+        Urgent,
+    }
 }
 
-/// Whose turn it is.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum TicketStatus {
-    Open,
-    AwaitingSupport,
-    AwaitingCustomer,
-    Resolved,
-    Closed,
+db_enum! {
+    /// Whose turn it is.
+    pub enum TicketStatus {
+        Open,
+        AwaitingSupport,
+        AwaitingCustomer,
+        Resolved,
+        Closed,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

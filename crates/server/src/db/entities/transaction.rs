@@ -2,38 +2,20 @@
 //! balance is the sum of their rows; corrections are new rows, never edits.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::{InstanceId, InvoiceId, TransactionId, UserId};
 
-/// What moved the balance.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum TransactionKind {
-    Usage,
-    Invoice,
-    Payment,
-    Refund,
-    CreditAdjustment,
-    Coupon,
-    TopUp,
+db_enum! {
+    /// What moved the balance.
+    pub enum TransactionKind {
+        Usage,
+        Invoice,
+        Payment,
+        Refund,
+        CreditAdjustment,
+        Coupon,
+        TopUp,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

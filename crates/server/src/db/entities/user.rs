@@ -1,61 +1,26 @@
 //! An account: a customer, a support agent or an administrator.
 
 use sea_orm::entity::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::ids::UserId;
 
-/// What an account may do.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum UserRole {
-    Customer,
-    Support,
-    Admin,
+db_enum! {
+    /// What an account may do.
+    pub enum UserRole {
+        Customer,
+        Support,
+        Admin,
+    }
 }
 
-/// Whether an account may sign in. `deleted` accounts keep their row so
-/// billing records still point somewhere.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    EnumIter,
-    DeriveActiveEnum,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[sea_orm(
-    rs_type = "String",
-    db_type = "String(StringLen::N(32))",
-    rename_all = "snake_case"
-)]
-#[serde(rename_all = "snake_case")]
-pub enum UserStatus {
-    Active,
-    Suspended,
-    Deleted,
+db_enum! {
+    /// Whether an account may sign in. `deleted` accounts keep their row so
+    /// billing records still point somewhere.
+    pub enum UserStatus {
+        Active,
+        Suspended,
+        Deleted,
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]

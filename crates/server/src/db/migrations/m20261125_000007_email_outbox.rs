@@ -43,7 +43,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Emails::Subject).string_len(200).not_null())
                     .col(ColumnDef::new(Emails::BodyText).text())
                     .col(ColumnDef::new(Emails::Kind).string_len(32).not_null())
-                    .col(ColumnDef::new(Emails::Status).string_len(16).not_null())
+                    .col(ColumnDef::new(Emails::Status).string_len(32).not_null())
                     .col(ColumnDef::new(Emails::Attempts).integer().not_null())
                     .col(ColumnDef::new(Emails::LastError).text())
                     .col(ColumnDef::new(Emails::SentAt).timestamp_with_time_zone())

@@ -255,7 +255,9 @@ pub async fn confirm_enrolment(
     }
     let txn = db.writer().begin().await?;
     let codes = replace_recovery_codes(&txn, user_id).await?;
-    let mut active = users::find(db, user_id).await?.into_active_model();
+    // Only the changed column is written, so the step `accept_totp` just
+    // stored stays.
+    let mut active = account.into_active_model();
     active.totp_enabled_at = Set(Some(now()));
     sea_orm::ActiveModelTrait::update(active, &txn).await?;
     txn.commit().await?;
@@ -292,8 +294,9 @@ pub async fn disable(
     password: SecretString,
     code: &str,
 ) -> Result<()> {
-    reauthenticate(db, user_id, password, code).await?;
-    clear(db, views, user_id).await
+    let account = reauthenticate(db, user_id, password, code).await?;
+    clear(db, views, account).await?;
+    Ok(())
 }
 
 /// Issues a new set of recovery codes; the old ones stop working.
@@ -311,9 +314,10 @@ pub async fn regenerate_recovery_codes(
 }
 
 /// Removes the secret and every recovery code: an admin's reset for someone
-/// who lost their device, or the owner's own turning off.
-pub async fn clear(db: &Database, views: &UserViews, user_id: UserId) -> Result<()> {
-    let account = users::find(db, user_id).await?;
+/// who lost their device, or the owner's own turning off. Returns the account
+/// as it is now.
+pub async fn clear(db: &Database, views: &UserViews, account: user::Model) -> Result<user::Model> {
+    let user_id = account.id;
     let txn = db.writer().begin().await?;
     recovery_code::Entity::delete_many()
         .filter(recovery_code::Column::UserId.eq(user_id))
@@ -323,9 +327,10 @@ pub async fn clear(db: &Database, views: &UserViews, user_id: UserId) -> Result<
     active.totp_secret = Set(None);
     active.totp_enabled_at = Set(None);
     active.totp_last_step = Set(None);
-    sea_orm::ActiveModelTrait::update(active, &txn).await?;
+    let account = sea_orm::ActiveModelTrait::update(active, &txn).await?;
     txn.commit().await?;
-    views.forget(user_id).await
+    views.forget(user_id).await?;
+    Ok(account)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, IntoActiveModel as _,
+    ActiveModelTrait as _, ColumnTrait as _, Condition, EntityTrait as _, IntoActiveModel as _,
     QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use serde::{Deserialize, Serialize};
@@ -21,8 +21,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::ids::{NodeId, RegionId};
 use crate::modules::auth::Actor;
 use crate::modules::nodes::placement::{Candidate, Capacity};
-use crate::modules::products::regions::in_use;
-use crate::modules::products::{check_name, conflict_on_duplicate, reject};
+use crate::validation::check_name;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NodeView {
@@ -107,8 +106,8 @@ struct NodeUsage {
     usage: Usage,
 }
 
-/// What the live instances take on each node.
-async fn usage_by_node(db: &Database) -> Result<HashMap<NodeId, Usage>> {
+/// What the live instances matching `scope` take on each node.
+async fn usage_by_node(db: &Database, scope: Condition) -> Result<HashMap<NodeId, Usage>> {
     let rows = instance::Entity::find()
         .select_only()
         .column(instance::Column::NodeId)
@@ -130,6 +129,7 @@ async fn usage_by_node(db: &Database) -> Result<HashMap<NodeId, Usage>> {
         )
         .filter(instance::Column::NodeId.is_not_null())
         .filter(instance::Column::DeletedAt.is_null())
+        .filter(scope)
         .group_by(instance::Column::NodeId)
         .into_model::<NodeUsage>()
         .all(db.writer())
@@ -191,7 +191,7 @@ pub async fn list(db: &Database, actor: &Actor) -> Result<Vec<NodeView>> {
         .order_by_asc(node::Column::Name)
         .all(db.reader())
         .await?;
-    let usage = usage_by_node(db).await?;
+    let usage = usage_by_node(db, Condition::all()).await?;
     Ok(rows
         .into_iter()
         .map(|(row, region)| {
@@ -208,7 +208,10 @@ pub async fn get(db: &Database, actor: &Actor, id: NodeId) -> Result<NodeView> {
         .one(db.reader())
         .await?
         .ok_or_else(|| Error::not_found("Node"))?;
-    let used = usage_by_node(db).await?.remove(&id).unwrap_or_default();
+    let used = usage_by_node(db, Condition::all().add(instance::Column::NodeId.eq(id)))
+        .await?
+        .remove(&id)
+        .unwrap_or_default();
     Ok(view(row, region.map(|r| r.slug).unwrap_or_default(), used))
 }
 
@@ -222,7 +225,7 @@ async fn region_by_slug(db: &Database, slug: &str) -> Result<region::Model> {
 
 pub async fn create(db: &Database, actor: &Actor, new: NewNode) -> Result<NodeView> {
     actor.require_admin()?;
-    reject(check_name("name", &new.name).into_iter().collect())?;
+    Error::check_fields(check_name("name", &new.name).into_iter().collect())?;
     let region = region_by_slug(db, &new.region).await?;
     let row = insert(db, &new, region.id).await?;
     get(db, actor, row.id).await
@@ -244,7 +247,7 @@ async fn insert(db: &Database, new: &NewNode, region: RegionId) -> Result<node::
     }
     .insert(db.writer())
     .await
-    .map_err(|err| conflict_on_duplicate(err, "This node name"))
+    .map_err(|err| Error::on_duplicate(err, "This node name is taken already."))
 }
 
 pub async fn update(
@@ -300,7 +303,9 @@ pub async fn delete(db: &Database, actor: &Actor, id: NodeId) -> Result<()> {
     node::Entity::delete_by_id(id)
         .exec(db.writer())
         .await
-        .map_err(|err| in_use(err, "node"))?;
+        .map_err(|err| {
+            Error::on_still_referenced(err, "This node is still in use; deactivate it instead.")
+        })?;
     Ok(())
 }
 
@@ -310,7 +315,11 @@ pub async fn candidates(db: &Database, region: RegionId) -> Result<Vec<Candidate
         .filter(node::Column::RegionId.eq(region))
         .all(db.writer())
         .await?;
-    let usage = usage_by_node(db).await?;
+    let usage = usage_by_node(
+        db,
+        Condition::all().add(instance::Column::RegionId.eq(region)),
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|row| Candidate {
@@ -376,7 +385,7 @@ pub async fn ensure_local_node(
         }
         .insert(db.writer())
         .await
-        .map_err(|err| conflict_on_duplicate(err, "The local region slug"))?,
+        .map_err(|err| Error::on_duplicate(err, "The local region slug is taken already."))?,
     };
     let (vcpus, memory_mib, disk_gib) = host_capacity(data_dir);
     let name = format!(

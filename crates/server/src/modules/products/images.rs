@@ -15,6 +15,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
+use vmcloud_hypervisor::{BaseImage, import_base_image};
 
 use crate::db::Database;
 use crate::db::entities::image::{self, ImageStatus};
@@ -22,8 +23,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::ids::ImageId;
 use crate::jobs::{JobQueue, NewJob};
 use crate::modules::auth::Actor;
-use crate::modules::products::regions::in_use;
-use crate::modules::products::{check_name, check_slug, conflict_on_duplicate, reject};
+use crate::validation::{check_name, check_slug};
 
 pub const IMPORT_JOB: &str = "import_image";
 
@@ -145,7 +145,7 @@ pub async fn create(
     new: NewImage,
 ) -> Result<AdminImageView> {
     actor.require_admin()?;
-    reject(
+    Error::check_fields(
         check_slug("slug", &new.slug)
             .into_iter()
             .chain(check_name("name", &new.name))
@@ -168,7 +168,7 @@ pub async fn create(
     }
     .insert(db.writer())
     .await
-    .map_err(|err| conflict_on_duplicate(err, "This slug"))?;
+    .map_err(|err| Error::on_duplicate(err, "This slug is taken already."))?;
     enqueue_import(jobs, row.id).await?;
     Ok(row.into())
 }
@@ -222,7 +222,7 @@ pub async fn update(
     actor.require_admin()?;
     let mut active = find(db, id).await?.into_active_model();
     if let Some(name) = changes.name {
-        reject(check_name("name", &name).into_iter().collect())?;
+        Error::check_fields(check_name("name", &name).into_iter().collect())?;
         active.name = Set(name.trim().to_owned());
     }
     if let Some(flag) = changes.active {
@@ -246,7 +246,9 @@ pub async fn delete(db: &Database, actor: &Actor, id: ImageId) -> Result<()> {
     image::Entity::delete_by_id(id)
         .exec(db.writer())
         .await
-        .map_err(|err| in_use(err, "image"))?;
+        .map_err(|err| {
+            Error::on_still_referenced(err, "This image is still in use; deactivate it instead.")
+        })?;
     if let Some(path) = row.file_path {
         remove_if_present(Path::new(&path)).await?;
     }
@@ -328,60 +330,6 @@ async fn fetch(source: &str, dest: &Path) -> anyhow::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-#[derive(Debug, Deserialize)]
-struct ImageInfo {
-    format: String,
-    #[serde(rename = "virtual-size")]
-    virtual_size: u64,
-    #[serde(rename = "backing-filename")]
-    backing_filename: Option<String>,
-}
-
-async fn qemu_img(args: &[&std::ffi::OsStr]) -> anyhow::Result<Vec<u8>> {
-    let output = tokio::process::Command::new("qemu-img")
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running qemu-img (is qemu-utils installed?)")?;
-    if !output.status.success() {
-        bail!(
-            "qemu-img failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(output.stdout)
-}
-
-/// Checks and converts a fetched file into the image's standalone qcow2.
-async fn convert(download: &Path, target: &Path) -> anyhow::Result<ImageInfo> {
-    let info: ImageInfo = serde_json::from_slice(
-        &qemu_img(&[
-            "info".as_ref(),
-            "--output=json".as_ref(),
-            download.as_os_str(),
-        ])
-        .await?,
-    )
-    .context("reading qemu-img info")?;
-    if info.backing_filename.is_some() {
-        bail!("the image refers to a backing file; upload a standalone image");
-    }
-    let partial = target.with_extension("qcow2.part");
-    qemu_img(&[
-        "convert".as_ref(),
-        "-f".as_ref(),
-        info.format.as_ref(),
-        "-O".as_ref(),
-        "qcow2".as_ref(),
-        download.as_os_str(),
-        partial.as_os_str(),
-    ])
-    .await?;
-    tokio::fs::rename(&partial, target).await?;
-    Ok(info)
-}
-
 /// Where an image's files live on a node.
 pub fn image_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("images")
@@ -416,7 +364,7 @@ pub async fn run_import(
             active.file_path = Set(Some(target.to_string_lossy().into_owned()));
             active.size_bytes = Set(Some(size));
             let virtual_gib =
-                i32::try_from(info.virtual_size.div_ceil(1 << 30)).unwrap_or(i32::MAX);
+                i32::try_from(info.virtual_size_bytes.div_ceil(1 << 30)).unwrap_or(i32::MAX);
             active.min_disk_gib = Set(min_disk_gib.max(virtual_gib));
             tracing::info!(image = %id, "image imported");
         }
@@ -434,7 +382,7 @@ async fn import(
     row: &image::Model,
     download: &Path,
     target: &Path,
-) -> anyhow::Result<(ImageInfo, i64)> {
+) -> anyhow::Result<(BaseImage, i64)> {
     let source = row
         .source_url
         .as_deref()
@@ -448,7 +396,7 @@ async fn import(
     {
         bail!("checksum mismatch: expected sha256:{expected}, got sha256:{digest}");
     }
-    let info = convert(download, target).await?;
+    let info = import_base_image(Path::new("qemu-img"), download, target).await?;
     let size = tokio::fs::metadata(target).await?.len();
     Ok((info, i64::try_from(size).unwrap_or(i64::MAX)))
 }

@@ -15,8 +15,7 @@ use crate::db::entities::{product, product_region, region};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{ProductId, RegionId};
 use crate::modules::auth::Actor;
-use crate::modules::products::regions::in_use;
-use crate::modules::products::{check_name, check_slug, conflict_on_duplicate, reject};
+use crate::validation::{check_name, check_slug};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PlanView {
@@ -134,7 +133,7 @@ async fn set_regions<C: sea_orm::ConnectionTrait>(
 
 pub async fn create(db: &Database, actor: &Actor, new: NewPlan) -> Result<PlanView> {
     actor.require_admin()?;
-    reject(
+    Error::check_fields(
         check_slug("slug", &new.slug)
             .into_iter()
             .chain(check_name("name", &new.name))
@@ -161,7 +160,7 @@ pub async fn create(db: &Database, actor: &Actor, new: NewPlan) -> Result<PlanVi
     }
     .insert(&txn)
     .await
-    .map_err(|err| conflict_on_duplicate(err, "This slug"))?;
+    .map_err(|err| Error::on_duplicate(err, "This slug is taken already."))?;
     set_regions(&txn, row.id, &regions).await?;
     txn.commit().await?;
     get(db, row.id).await
@@ -179,7 +178,7 @@ pub async fn update(
         .await?
         .ok_or_else(|| Error::not_found("Plan"))?;
     if let Some(name) = &changes.name {
-        reject(check_name("name", name).into_iter().collect())?;
+        Error::check_fields(check_name("name", name).into_iter().collect())?;
     }
     let regions = match &changes.regions {
         Some(slugs) => Some(resolve_regions(db, slugs).await?),
@@ -231,14 +230,23 @@ pub async fn delete(db: &Database, actor: &Actor, id: ProductId) -> Result<()> {
     product::Entity::delete_by_id(id)
         .exec(&txn)
         .await
-        .map_err(|err| in_use(err, "plan"))?;
+        .map_err(|err| {
+            Error::on_still_referenced(err, "This plan is still in use; deactivate it instead.")
+        })?;
     txn.commit().await?;
     Ok(())
 }
 
-/// Region slugs per plan.
-async fn regions_by_plan(db: &Database) -> Result<HashMap<ProductId, Vec<String>>> {
-    let rows = product_region::Entity::find()
+/// Region slugs per plan, of one plan or of all.
+async fn regions_by_plan(
+    db: &Database,
+    only: Option<ProductId>,
+) -> Result<HashMap<ProductId, Vec<String>>> {
+    let mut select = product_region::Entity::find();
+    if let Some(plan) = only {
+        select = select.filter(product_region::Column::ProductId.eq(plan));
+    }
+    let rows = select
         .find_also_related(region::Entity)
         .all(db.reader())
         .await?;
@@ -279,7 +287,7 @@ pub async fn get(db: &Database, id: ProductId) -> Result<PlanView> {
         .one(db.reader())
         .await?
         .ok_or_else(|| Error::not_found("Plan"))?;
-    let mut regions = regions_by_plan(db).await?;
+    let mut regions = regions_by_plan(db, Some(id)).await?;
     Ok(view(row, regions.remove(&id).unwrap_or_default()))
 }
 
@@ -294,7 +302,7 @@ pub async fn list(db: &Database, include_unlisted: bool) -> Result<Vec<PlanView>
             .filter(product::Column::Hidden.eq(false));
     }
     let rows = select.all(db.reader()).await?;
-    let mut regions = regions_by_plan(db).await?;
+    let mut regions = regions_by_plan(db, None).await?;
     Ok(rows
         .into_iter()
         .map(|row| {

@@ -12,7 +12,7 @@ use crate::db::entities::region;
 use crate::error::{Error, Result};
 use crate::ids::RegionId;
 use crate::modules::auth::Actor;
-use crate::modules::products::{check_name, check_slug, conflict_on_duplicate, reject};
+use crate::validation::{check_name, check_slug};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RegionView {
@@ -56,7 +56,7 @@ pub struct RegionChanges {
 
 pub async fn create(db: &Database, actor: &Actor, new: NewRegion) -> Result<RegionView> {
     actor.require_admin()?;
-    reject(
+    Error::check_fields(
         check_slug("slug", &new.slug)
             .into_iter()
             .chain(check_name("name", &new.name))
@@ -70,7 +70,7 @@ pub async fn create(db: &Database, actor: &Actor, new: NewRegion) -> Result<Regi
     }
     .insert(db.writer())
     .await
-    .map_err(|err| conflict_on_duplicate(err, "This slug"))?;
+    .map_err(|err| Error::on_duplicate(err, "This slug is taken already."))?;
     Ok(row.into())
 }
 
@@ -90,7 +90,7 @@ pub async fn update(
     actor.require_admin()?;
     let mut active = find(db, id).await?.into_active_model();
     if let Some(name) = changes.name {
-        reject(check_name("name", &name).into_iter().collect())?;
+        Error::check_fields(check_name("name", &name).into_iter().collect())?;
         active.name = Set(name.trim().to_owned());
     }
     if let Some(flag) = changes.active {
@@ -107,22 +107,10 @@ pub async fn delete(db: &Database, actor: &Actor, id: RegionId) -> Result<()> {
     region::Entity::delete_by_id(id)
         .exec(db.writer())
         .await
-        .map_err(|err| in_use(err, "region"))?;
+        .map_err(|err| {
+            Error::on_still_referenced(err, "This region is still in use; deactivate it instead.")
+        })?;
     Ok(())
-}
-
-/// A foreign-key refusal to delete, as a 409 that says what to do instead.
-pub fn in_use(err: sea_orm::DbErr, what: &str) -> Error {
-    if matches!(
-        err.sql_err(),
-        Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
-    ) {
-        Error::Conflict(format!(
-            "This {what} is still in use; deactivate it instead."
-        ))
-    } else {
-        err.into()
-    }
 }
 
 /// Every region for admins; only active ones for everybody else.

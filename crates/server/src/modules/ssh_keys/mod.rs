@@ -9,9 +9,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _, SqlErr,
-};
+use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 
 use crate::db::Database;
 use crate::db::entities::ssh_key;
@@ -87,13 +85,7 @@ pub async fn create(db: &Database, owner: UserId, new: NewSshKey) -> Result<SshK
     }
     .insert(db.writer())
     .await
-    .map_err(|err| {
-        if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
-            Error::Conflict("This SSH key is already on your account.".to_owned())
-        } else {
-            err.into()
-        }
-    })?;
+    .map_err(|err| Error::on_duplicate(err, "This SSH key is already on your account."))?;
     Ok(row.into())
 }
 

@@ -164,6 +164,5 @@ pub async fn reset_two_factor(
             "This account has no two-factor authentication to reset.".to_owned(),
         ));
     }
-    crate::modules::auth::two_factor::clear(db, views, target).await?;
-    find(db, target).await
+    crate::modules::auth::two_factor::clear(db, views, account).await
 }

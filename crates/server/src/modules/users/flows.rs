@@ -9,13 +9,14 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::db::Database;
+use crate::db::entities::email::EmailKind;
 use crate::db::entities::now;
 use crate::db::entities::one_time_token::TokenPurpose;
 use crate::db::entities::user::{self, UserRole, UserStatus};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
 use crate::jobs::{JobQueue, NewJob};
-use crate::mail::outbox::{self, EmailKind};
+use crate::mail::outbox;
 use crate::mail::templates;
 use crate::modules::auth::one_time;
 use crate::modules::users::UserViews;

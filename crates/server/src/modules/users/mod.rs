@@ -5,12 +5,13 @@ pub mod flows;
 pub mod password;
 pub mod views;
 
-use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, SqlErr};
+use sea_orm::{ActiveModelTrait as _, ActiveValue::Set};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::db::Database;
 use crate::db::entities::user::{self, UserRole, UserStatus, normalise_email};
 use crate::error::{Error, FieldError, Result};
+use crate::validation::check_name;
 pub use views::UserViews;
 
 pub const MIN_PASSWORD_CHARS: usize = 10;
@@ -133,11 +134,8 @@ pub fn validate_new_user(new: &NewUser) -> Result<(String, String)> {
             "must be 1 to 100 characters, without control characters",
         ));
     }
-    if fields.is_empty() {
-        Ok((email, name))
-    } else {
-        Err(Error::invalid(fields))
-    }
+    Error::check_fields(fields)?;
+    Ok((email, name))
 }
 
 pub async fn create_user(db: &Database, new: NewUser) -> Result<user::Model> {
@@ -154,13 +152,10 @@ pub async fn create_user(db: &Database, new: NewUser) -> Result<user::Model> {
         locale: Set("en".to_owned()),
         ..Default::default()
     };
-    account.insert(db.writer()).await.map_err(|err| {
-        if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
-            Error::Conflict("An account with this email already exists.".to_owned())
-        } else {
-            err.into()
-        }
-    })
+    account
+        .insert(db.writer())
+        .await
+        .map_err(|err| Error::on_duplicate(err, "An account with this email already exists."))
 }
 
 #[cfg(test)]
@@ -207,11 +202,8 @@ pub async fn update_profile(
     let account = find(db, id).await?;
     let mut active = account.into_active_model();
     if let Some(name) = changes.name {
-        let name = name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            fields.push(FieldError::new("name", "must be 1 to 100 characters"));
-        }
-        active.name = Set(name);
+        fields.extend(check_name("name", &name));
+        active.name = Set(name.trim().to_owned());
     }
     if let Some(locale) = changes.locale {
         if !LOCALES.contains(&locale.as_str()) {
@@ -251,9 +243,7 @@ pub async fn update_profile(
         }
         active.vat_id = Set(vat_id);
     }
-    if !fields.is_empty() {
-        return Err(Error::invalid(fields));
-    }
+    Error::check_fields(fields)?;
     save(db, views, active).await
 }
 
