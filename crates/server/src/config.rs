@@ -83,6 +83,32 @@ pub struct Config {
     pub local_node: bool,
     /// The region slug the local node joins (created when missing).
     pub local_region: String,
+    /// The accelerator of QEMU nodes: `auto` probes KVM with a bounded test
+    /// boot and falls back to TCG.
+    pub qemu_accel: QemuAccel,
+    /// Where user-mode instances' SSH ports listen on the node.
+    pub ssh_bind: std::net::IpAddr,
+    /// The host name customers SSH to; unset means the host of `public_url`.
+    pub ssh_host: Option<String>,
+    /// The range SSH ports of user-mode instances are taken from, inclusive.
+    pub ssh_port_min: u16,
+    pub ssh_port_max: u16,
+    /// How long provisioning waits for a new guest's SSH server.
+    pub guest_boot_timeout_secs: u64,
+    /// How long a stop waits for the guest to power off before cutting it.
+    pub guest_stop_timeout_secs: u64,
+    /// How often the reconciler compares the database with the nodes.
+    pub reconcile_interval_secs: u64,
+    /// How often running instances are sampled for their metrics.
+    pub metrics_interval_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QemuAccel {
+    Auto,
+    Kvm,
+    Tcg,
 }
 
 /// How the SMTP connection is secured.
@@ -120,6 +146,14 @@ struct Defaults {
     jwt_previous_keys: [&'static str; 0],
     local_node: bool,
     local_region: &'static str,
+    qemu_accel: QemuAccel,
+    ssh_bind: &'static str,
+    ssh_port_min: u16,
+    ssh_port_max: u16,
+    guest_boot_timeout_secs: u64,
+    guest_stop_timeout_secs: u64,
+    reconcile_interval_secs: u64,
+    metrics_interval_secs: u64,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -143,6 +177,14 @@ const DEFAULTS: Defaults = Defaults {
     jwt_previous_keys: [],
     local_node: true,
     local_region: "local",
+    qemu_accel: QemuAccel::Auto,
+    ssh_bind: "0.0.0.0",
+    ssh_port_min: 22000,
+    ssh_port_max: 22999,
+    guest_boot_timeout_secs: 300,
+    guest_stop_timeout_secs: 60,
+    reconcile_interval_secs: 30,
+    metrics_interval_secs: 10,
 };
 
 /// Unprefixed variables that deployment platforms conventionally set.
@@ -258,6 +300,12 @@ impl Config {
                 self.local_region
             ));
         }
+        if self.ssh_port_min == 0 || self.ssh_port_min > self.ssh_port_max {
+            return invalid(format!(
+                "ssh_port_min..ssh_port_max must be a non-empty range of ports, got {}..{}",
+                self.ssh_port_min, self.ssh_port_max
+            ));
+        }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return invalid(format!("log_level {:?}: {err}", self.log_level));
         }
@@ -294,6 +342,25 @@ impl Config {
                 5,
                 86_400,
             ),
+            (
+                "guest_boot_timeout_secs",
+                self.guest_boot_timeout_secs,
+                5,
+                3600,
+            ),
+            (
+                "guest_stop_timeout_secs",
+                self.guest_stop_timeout_secs,
+                1,
+                3600,
+            ),
+            (
+                "reconcile_interval_secs",
+                self.reconcile_interval_secs,
+                1,
+                86_400,
+            ),
+            ("metrics_interval_secs", self.metrics_interval_secs, 1, 3600),
         ] {
             if !(min..=max).contains(&value) {
                 return invalid(format!(
@@ -320,6 +387,23 @@ impl Config {
             || format!("http://{}", self.bind),
             |url| url.trim_end_matches('/').to_owned(),
         )
+    }
+
+    /// The host customers SSH to, shown in each instance's `ssh.command`.
+    pub fn ssh_host(&self) -> String {
+        self.ssh_host.clone().unwrap_or_else(|| {
+            let url = self.public_url();
+            let authority = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+            let authority = authority.split('/').next().unwrap_or(authority);
+            match authority.rsplit_once(':') {
+                // An IPv6 literal keeps its brackets off: `[::1]:8080` → `::1`.
+                Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                _ => authority.to_owned(),
+            }
+        })
     }
 
     /// Whether users reach the platform over TLS (HSTS, `Secure` cookies).

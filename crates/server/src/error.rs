@@ -43,6 +43,15 @@ pub enum Error {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// An account limit is reached; `limit` is the limit.
+    #[error("{message}")]
+    QuotaExceeded { message: String, limit: u64 },
+    /// The object's state does not allow the request; `state` is the state.
+    #[error("{message}")]
+    InvalidState { message: String, state: String },
+    /// No node has room; the message says why.
+    #[error("{0}")]
+    NoCapacity(String),
     /// The password was right; the second factor is missing or wrong.
     #[error("{0}")]
     TwoFactorRequired(String),

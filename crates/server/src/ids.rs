@@ -85,6 +85,7 @@ typed_id!(
     OneTimeTokenId,
     RecoveryCodeId,
     EmailId,
+    InstanceActionId,
 );
 
 #[cfg(test)]

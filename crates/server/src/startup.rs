@@ -15,7 +15,10 @@ use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::instances::queue::{self, RunSettings, Runner};
+use crate::modules::instances::reconcile::Reconciler;
 use crate::modules::nodes;
+use crate::modules::nodes::drivers::Drivers;
 use crate::modules::products::images;
 use crate::modules::users::UserViews;
 use crate::modules::users::flows;
@@ -83,6 +86,7 @@ impl Application {
             );
         }
         let user_views_cache = cache.clone();
+        let config_accel = config.qemu_accel;
         Ok(Self {
             role,
             listener,
@@ -95,6 +99,7 @@ impl Application {
                 keys: Arc::new(keys),
                 user_views: UserViews::new(user_views_cache),
                 mailer,
+                drivers: Drivers::new(config_accel),
             },
         })
     }
@@ -121,6 +126,11 @@ impl Application {
         let grace = state.config.shutdown_timeout();
         let workers = tokio::spawn(worker_pool(&state).run(shutdown.child_token()));
         let views = tokio::spawn(state.user_views.clone().listen(shutdown.child_token()));
+        let reconciler = tokio::spawn(Reconciler::default().run(
+            instance_runner(&state),
+            Duration::from_secs(state.config.reconcile_interval_secs),
+            shutdown.child_token(),
+        ));
         let router = match role {
             Role::Serve => http::router(state.clone()),
             Role::Worker => http::probe_router(state.clone()),
@@ -150,6 +160,7 @@ impl Application {
         shutdown.cancel();
         // The pool bounds its own drain by the same grace period.
         workers.await.context("worker pool task failed")?;
+        reconciler.await.context("reconciler task failed")?;
         if let Err(err) = views.await.context("view invalidation task failed")? {
             tracing::warn!(error = %err, "view invalidation listener stopped");
         }
@@ -189,7 +200,26 @@ fn worker_pool(state: &AppState) -> WorkerPool {
         let (db, data_dir) = (db.clone(), data_dir.clone());
         async move { images::run_import(&db, &data_dir, payload).await }
     });
+    let runner = instance_runner(state);
+    pool.register_fn(queue::JOB, move |ctx, payload| {
+        let runner = runner.clone();
+        async move { queue::run_job(&runner, ctx, payload).await }
+    });
     pool
+}
+
+/// What runs the instances' queues and the reconciler.
+fn instance_runner(state: &AppState) -> Runner {
+    let config = &state.config;
+    Runner {
+        services: state.instances(),
+        settings: RunSettings {
+            ssh_bind: config.ssh_bind,
+            ssh_ports: config.ssh_port_min..=config.ssh_port_max,
+            boot_timeout: Duration::from_secs(config.guest_boot_timeout_secs),
+            stop_timeout: Duration::from_secs(config.guest_stop_timeout_secs),
+        },
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

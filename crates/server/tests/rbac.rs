@@ -91,6 +91,23 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/admin/nodes/{id}", Staff),
         ("PATCH /api/v1/admin/nodes/{id}", Admin),
         ("DELETE /api/v1/admin/nodes/{id}", Admin),
+        ("POST /api/v1/instances", Account),
+        ("GET /api/v1/instances", Account),
+        ("GET /api/v1/instances/{id}", Account),
+        ("PATCH /api/v1/instances/{id}", Account),
+        ("DELETE /api/v1/instances/{id}", Account),
+        ("POST /api/v1/instances/{id}/actions", Account),
+        ("GET /api/v1/instances/{id}/actions", Account),
+        ("GET /api/v1/instances/{id}/actions/{action_id}", Account),
+        ("GET /api/v1/instances/{id}/snapshots", Account),
+        ("POST /api/v1/instances/{id}/snapshots", Account),
+        (
+            "POST /api/v1/instances/{id}/snapshots/{name}/restore",
+            Account,
+        ),
+        ("DELETE /api/v1/instances/{id}/snapshots/{name}", Account),
+        ("GET /api/v1/admin/settings/instances", Admin),
+        ("PUT /api/v1/admin/settings/instances", Admin),
     ])
 }
 

@@ -14,14 +14,14 @@ use sea_orm::{
 };
 use serde_json::json;
 use vmcloud_server::db::entities::{
-    api_token, audit_log, image, instance, instance_metric, invoice, invoice_line, ip_address,
-    node, notification, product, product_region, refresh_token, region, setting, ssh_key,
-    subscription, support_ticket, ticket_message, transaction, user,
+    api_token, audit_log, image, instance, instance_action, instance_metric, invoice, invoice_line,
+    ip_address, node, notification, product, product_region, refresh_token, region, setting,
+    ssh_key, subscription, support_ticket, ticket_message, transaction, user,
 };
 use vmcloud_server::ids::{
-    ApiTokenId, AuditLogId, ImageId, InstanceId, InstanceMetricId, InvoiceId, InvoiceLineId,
-    IpAddressId, NodeId, NotificationId, ProductId, RefreshTokenId, RegionId, SshKeyId,
-    SubscriptionId, TicketId, TicketMessageId, TransactionId, UserId,
+    ApiTokenId, AuditLogId, ImageId, InstanceActionId, InstanceId, InstanceMetricId, InvoiceId,
+    InvoiceLineId, IpAddressId, JobId, NodeId, NotificationId, ProductId, RefreshTokenId, RegionId,
+    SshKeyId, SubscriptionId, TicketId, TicketMessageId, TransactionId, UserId,
 };
 
 /// A fixed instant with microseconds, the finest precision both backends keep.
@@ -400,7 +400,30 @@ async fn every_entity_round_trips_with_every_column_set() {
             ipv4: Some("192.0.2.10".to_owned()),
             user_data: Some("#cloud-config\npackages: [nginx]\n".to_owned()),
             idempotency_key: Some("key-1".to_owned()),
+            ssh_authorized_keys: Some(r#"["ssh-ed25519 AAAAC3Nza test"]"#.to_owned()),
+            queue_holder: Some(JobId::new()),
+            queue_lease_until: Some(at(4)),
             deleted_at: Some(at(9)),
+            created_at: at(1),
+            updated_at: at(2),
+        },
+    )
+    .await;
+    round_trip(
+        conn,
+        instance_action::Model {
+            id: InstanceActionId::new(),
+            instance_id: instance.id,
+            kind: instance_action::ActionKind::Resize,
+            status: instance_action::ActionStatus::Running,
+            params: serde_json::json!({ "plan_id": product.id }),
+            step: 2,
+            total_steps: 5,
+            step_label: Some("Stopping the VM".to_owned()),
+            error: Some("timeout".to_owned()),
+            requested_by: Some(customer.id),
+            started_at: Some(at(3)),
+            finished_at: Some(at(4)),
             created_at: at(1),
             updated_at: at(2),
         },

@@ -23,7 +23,7 @@ pub struct SecurityPolicy {
 
 async fn current(state: &AppState) -> Result<SecurityPolicy> {
     Ok(SecurityPolicy {
-        require_2fa_for_staff: settings::get_bool(
+        require_2fa_for_staff: settings::get(
             &state.db,
             &state.cache,
             settings::REQUIRE_2FA_FOR_STAFF,
@@ -54,11 +54,11 @@ pub async fn update(
     ValidJson(body): ValidJson<SecurityPolicy>,
 ) -> Result<Json<SecurityPolicy>> {
     actor.require_admin()?;
-    settings::set_bool(
+    settings::set(
         &state.db,
         &state.cache,
         settings::REQUIRE_2FA_FOR_STAFF,
-        body.require_2fa_for_staff,
+        &body.require_2fa_for_staff,
         actor.user_id,
     )
     .await?;

@@ -178,7 +178,7 @@ async fn require_staff_second_factor(actor: &Actor, state: &AppState) -> Result<
     if actor.two_factor || actor.impersonator.is_some() {
         return Ok(());
     }
-    let required = settings::get_bool(
+    let required = settings::get(
         &state.db,
         &state.cache,
         settings::REQUIRE_2FA_FOR_STAFF,

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod catalog;
 pub mod extract;
 pub mod health;
+pub mod instances;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
@@ -46,6 +47,7 @@ use crate::error::Error;
 use crate::jobs::JobQueue;
 use crate::mail::Mailer;
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::nodes::drivers::Drivers;
 use crate::modules::users::UserViews;
 
 /// What handlers share. Cheap to clone: every field is a handle.
@@ -59,6 +61,20 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub user_views: UserViews,
     pub mailer: Mailer,
+    pub drivers: Drivers,
+}
+
+impl AppState {
+    /// What the instance services need.
+    pub fn instances(&self) -> crate::modules::instances::Services {
+        crate::modules::instances::Services {
+            db: self.db.clone(),
+            cache: self.cache.clone(),
+            jobs: self.jobs.clone(),
+            drivers: self.drivers.clone(),
+            ssh_host: self.config.ssh_host(),
+        }
+    }
 }
 
 /// The whole HTTP application of `vmcloud serve`.

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
     AppState, admin_catalog, admin_nodes, admin_outbox, admin_security, admin_users, api_tokens,
-    auth, catalog, health, ssh_keys, two_factor, users,
+    auth, catalog, health, instances, ssh_keys, two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -28,6 +28,7 @@ use crate::http::{
         (name = "ssh-keys", description = "Public keys installed on new instances"),
         (name = "api-tokens", description = "Personal tokens for automation"),
         (name = "catalog", description = "Plans, regions and images on offer"),
+        (name = "instances", description = "Virtual machines, their actions and snapshots"),
         (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
@@ -125,7 +126,22 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             admin_nodes::get,
             admin_nodes::update,
             admin_nodes::delete
-        ));
+        ))
+        .routes(routes!(instances::create, instances::list))
+        .routes(routes!(
+            instances::get,
+            instances::rename,
+            instances::delete
+        ))
+        .routes(routes!(instances::request_action, instances::list_actions))
+        .routes(routes!(instances::get_action))
+        .routes(routes!(
+            instances::list_snapshots,
+            instances::create_snapshot
+        ))
+        .routes(routes!(instances::restore_snapshot))
+        .routes(routes!(instances::delete_snapshot))
+        .routes(routes!(instances::get_policy, instances::update_policy));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

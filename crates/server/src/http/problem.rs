@@ -125,6 +125,30 @@ impl From<Error> for Problem {
                 problem
             }
             Error::Unavailable(detail) => Self::new(StatusCode::SERVICE_UNAVAILABLE, detail),
+            Error::QuotaExceeded { message, limit } => {
+                let mut problem =
+                    Self::new(StatusCode::FORBIDDEN, message).with_extension("limit", limit.into());
+                problem.kind = "/problems/quota-exceeded";
+                problem.title = "Quota exceeded";
+                problem
+            }
+            Error::InvalidState { message, state } => {
+                let mut problem =
+                    Self::new(StatusCode::CONFLICT, message).with_extension("state", state.into());
+                problem.kind = "/problems/invalid-state";
+                problem.title = "Not possible in this state";
+                problem
+            }
+            Error::NoCapacity(reason) => {
+                let mut problem = Self::new(
+                    StatusCode::CONFLICT,
+                    format!("No capacity for this instance: {reason}."),
+                )
+                .with_extension("reason", reason.into());
+                problem.kind = "/problems/no-capacity";
+                problem.title = "No capacity";
+                problem
+            }
             Error::TwoFactorRequired(detail) => {
                 let mut problem = Self::new(StatusCode::UNAUTHORIZED, detail);
                 problem.kind = "/problems/two-factor-required";

@@ -128,6 +128,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: vmcloud_server::http::AppState,
     pub database: TestDatabase,
+    /// The configuration it runs with, to start it again.
+    pub config: vmcloud_server::config::Config,
     shutdown: tokio_util::sync::CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -149,13 +151,20 @@ impl TestApp {
         config.local_node = false;
         // Background jobs (emails) should not keep a test waiting.
         config.worker_poll_interval_ms = 50;
+        // One reconciliation at start; tests of the reconciler shorten this.
+        config.reconcile_interval_secs = 3600;
         if let Some((url, prefix)) = test_redis() {
             config.redis_url = Some(url);
             config.redis_prefix = prefix;
         }
         configure(&mut config);
+        Self::spawn_on(database, config).await
+    }
+
+    /// Starts a server on an existing database with a given configuration.
+    pub async fn spawn_on(database: TestDatabase, config: vmcloud_server::config::Config) -> Self {
         let app = vmcloud_server::startup::Application::build(
-            config,
+            config.clone(),
             vmcloud_server::startup::Role::Serve,
         )
         .await
@@ -173,9 +182,22 @@ impl TestApp {
             client,
             state,
             database,
+            config,
             shutdown,
             server,
         }
+    }
+
+    /// Stops the server like [`Self::stop`] (jobs still running after the
+    /// configured shutdown bound are cut off where they are) and returns
+    /// what starting it again needs.
+    pub async fn stop_keeping_data(self) -> (TestDatabase, vmcloud_server::config::Config) {
+        self.shutdown.cancel();
+        self.server
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
+        (self.database, self.config)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -395,18 +417,29 @@ pub async fn audit_actions(app: &TestApp) -> Vec<String> {
 
 /// Polls `probe` every 50 ms until it gives a value; fails the test after
 /// 10 s, naming what never happened. For work done by background jobs.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    for _ in 0..200 {
+    eventually_within(what, Duration::from_secs(10), probe).await
+}
+
+/// [`eventually`] with a bound of its own, for slow real work (a VM booting
+/// under software emulation).
+pub async fn eventually_within<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
         if let Some(value) = probe().await {
             return value;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{what} did not happen within 10 s");
+    panic!("{what} did not happen within {limit:?}");
 }
 
 impl TestApp {

@@ -3,7 +3,7 @@
 
 use sea_orm::entity::prelude::*;
 
-use crate::ids::{ImageId, InstanceId, NodeId, ProductId, RegionId, UserId};
+use crate::ids::{ImageId, InstanceId, JobId, NodeId, ProductId, RegionId, UserId};
 
 db_enum! {
     /// The lifecycle of an instance.
@@ -49,6 +49,13 @@ pub struct Model {
     pub user_data: Option<String>,
     /// The `Idempotency-Key` of the request that created it, unique per user.
     pub idempotency_key: Option<String>,
+    /// The `authorized_keys` lines chosen at creation, as a JSON array: the
+    /// instance keeps them even if the account's keys change later.
+    #[sea_orm(column_type = "Text")]
+    pub ssh_authorized_keys: Option<String>,
+    /// The job running the instance's queue, and until when.
+    pub queue_holder: Option<JobId>,
+    pub queue_lease_until: Option<DateTimeUtc>,
     pub deleted_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
@@ -97,6 +104,8 @@ pub enum Relation {
     Subscription,
     #[sea_orm(has_many = "super::instance_metric::Entity")]
     Metrics,
+    #[sea_orm(has_many = "super::instance_action::Entity")]
+    Actions,
 }
 
 impl Related<super::user::Entity> for Entity {

@@ -91,6 +91,7 @@ pub mod audit_log;
 pub mod email;
 pub mod image;
 pub mod instance;
+pub mod instance_action;
 pub mod instance_metric;
 pub mod invoice;
 pub mod invoice_line;

@@ -9,6 +9,22 @@ mod m20261125_000005_one_time_tokens;
 mod m20261125_000006_two_factor;
 mod m20261125_000007_email_outbox;
 mod m20261125_000008_node_overcommit;
+mod m20261125_000009_instance_lifecycle;
+
+/// `created_at` and `updated_at`, as every table has them.
+fn timestamp_columns() -> [ColumnDef; 2] {
+    #[derive(DeriveIden)]
+    enum Stamps {
+        CreatedAt,
+        UpdatedAt,
+    }
+    [Stamps::CreatedAt, Stamps::UpdatedAt].map(|column| {
+        ColumnDef::new(column)
+            .timestamp_with_time_zone()
+            .not_null()
+            .to_owned()
+    })
+}
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -23,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000006_two_factor::Migration),
             Box::new(m20261125_000007_email_outbox::Migration),
             Box::new(m20261125_000008_node_overcommit::Migration),
+            Box::new(m20261125_000009_instance_lifecycle::Migration),
         ]
     }
 }

@@ -1,6 +1,7 @@
 //! Hypervisor nodes: registration by admins (and the local node by itself),
 //! capacity accounting from the instances placed on them, and placement.
 
+pub mod drivers;
 pub mod placement;
 
 use std::collections::HashMap;
@@ -9,8 +10,8 @@ use std::path::Path;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, Condition, EntityTrait as _, IntoActiveModel as _,
-    QueryFilter as _, QueryOrder as _, QuerySelect as _,
+    ActiveModelTrait as _, ColumnTrait as _, Condition, ConnectionTrait, EntityTrait as _,
+    IntoActiveModel as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use serde::{Deserialize, Serialize};
 
@@ -107,7 +108,10 @@ struct NodeUsage {
 }
 
 /// What the live instances matching `scope` take on each node.
-async fn usage_by_node(db: &Database, scope: Condition) -> Result<HashMap<NodeId, Usage>> {
+async fn usage_by_node(
+    conn: &impl ConnectionTrait,
+    scope: Condition,
+) -> Result<HashMap<NodeId, Usage>> {
     let rows = instance::Entity::find()
         .select_only()
         .column(instance::Column::NodeId)
@@ -132,7 +136,7 @@ async fn usage_by_node(db: &Database, scope: Condition) -> Result<HashMap<NodeId
         .filter(scope)
         .group_by(instance::Column::NodeId)
         .into_model::<NodeUsage>()
-        .all(db.writer())
+        .all(conn)
         .await?;
     Ok(rows
         .into_iter()
@@ -191,7 +195,7 @@ pub async fn list(db: &Database, actor: &Actor) -> Result<Vec<NodeView>> {
         .order_by_asc(node::Column::Name)
         .all(db.reader())
         .await?;
-    let usage = usage_by_node(db, Condition::all()).await?;
+    let usage = usage_by_node(db.reader(), Condition::all()).await?;
     Ok(rows
         .into_iter()
         .map(|(row, region)| {
@@ -208,10 +212,13 @@ pub async fn get(db: &Database, actor: &Actor, id: NodeId) -> Result<NodeView> {
         .one(db.reader())
         .await?
         .ok_or_else(|| Error::not_found("Node"))?;
-    let used = usage_by_node(db, Condition::all().add(instance::Column::NodeId.eq(id)))
-        .await?
-        .remove(&id)
-        .unwrap_or_default();
+    let used = usage_by_node(
+        db.reader(),
+        Condition::all().add(instance::Column::NodeId.eq(id)),
+    )
+    .await?
+    .remove(&id)
+    .unwrap_or_default();
     Ok(view(row, region.map(|r| r.slug).unwrap_or_default(), used))
 }
 
@@ -309,14 +316,17 @@ pub async fn delete(db: &Database, actor: &Actor, id: NodeId) -> Result<()> {
     Ok(())
 }
 
-/// The nodes of a region as placement sees them.
-pub async fn candidates(db: &Database, region: RegionId) -> Result<Vec<Candidate>> {
+/// The nodes of a region as placement sees them. Inside a transaction on
+/// PostgreSQL the node rows stay locked until it ends, so two placements in
+/// one region never both take the last room.
+pub async fn candidates(conn: &impl ConnectionTrait, region: RegionId) -> Result<Vec<Candidate>> {
     let rows = node::Entity::find()
         .filter(node::Column::RegionId.eq(region))
-        .all(db.writer())
+        .lock_exclusive()
+        .all(conn)
         .await?;
     let usage = usage_by_node(
-        db,
+        conn,
         Condition::all().add(instance::Column::RegionId.eq(region)),
     )
     .await?;

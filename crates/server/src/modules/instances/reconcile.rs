@@ -1,0 +1,244 @@
+//! The reconciler: at start and on a timer it checks each node's health and
+//! compares what the database wants with what the node runs, and repairs
+//! the drift it may repair.
+//!
+//! - A VM that should run and whose process died is marked, then started
+//!   again or left stopped, as the instance policy says.
+//! - A guest that powered itself off is shown as stopped.
+//! - A VM the database does not know is reported, never killed: it may be
+//!   an operator's, or the database may be the one that is wrong.
+//! - An instance whose queue has waiting actions but no holder (its job was
+//!   lost) gets its queue kicked again.
+//!
+//! Instances with an action waiting or running are left to that action.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, IntoActiveModel as _,
+    QueryFilter as _, TransactionTrait as _,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use vmcloud_hypervisor::VmStatus;
+
+use super::queue::{self, Runner};
+use super::{actions, events, policy};
+use crate::db::entities::instance::{self, InstanceStatus};
+use crate::db::entities::instance_action::{self, ActionKind, ActionStatus};
+use crate::db::entities::node::{self, NodeStatus};
+use crate::ids::InstanceId;
+
+/// Waiting actions older than this with nobody holding their queue were
+/// lost (an enqueue that failed after its commit).
+const LOST_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+#[derive(Clone, Debug, Default)]
+pub struct Reconciler {
+    /// Unknown VMs already reported, so each is logged once per process.
+    reported: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+impl Reconciler {
+    /// Runs a pass now, then every `interval`, until `stop`.
+    pub async fn run(self, runner: Runner, interval: Duration, stop: CancellationToken) {
+        loop {
+            if let Err(err) = self.pass(&runner).await {
+                tracing::warn!(error = format!("{err:#}"), "reconciliation pass failed");
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// One pass over every node.
+    pub async fn pass(&self, runner: &Runner) -> anyhow::Result<()> {
+        let db = runner.services.db.writer();
+        for node in node::Entity::find().all(db).await? {
+            match self.node_pass(runner, &node).await {
+                Ok(()) => mark_node(runner, &node, true).await?,
+                Err(err) => {
+                    tracing::warn!(
+                        node = node.name,
+                        error = format!("{err:#}"),
+                        "node check failed"
+                    );
+                    mark_node(runner, &node, false).await?;
+                }
+            }
+        }
+        kick_lost_queues(runner).await
+    }
+
+    async fn node_pass(&self, runner: &Runner, node: &node::Model) -> anyhow::Result<()> {
+        let driver = runner.services.drivers.for_node(node).await?;
+        let actual: HashMap<Uuid, VmStatus> = driver
+            .list()
+            .await?
+            .into_iter()
+            .map(|vm| (vm.id, vm.status))
+            .collect();
+        let db = runner.services.db.writer();
+        let wanted = instance::Entity::find()
+            .filter(instance::Column::NodeId.eq(node.id))
+            .filter(instance::Column::DeletedAt.is_null())
+            .all(db)
+            .await?;
+        let known: HashSet<Uuid> = wanted.iter().map(|row| row.id.into()).collect();
+        self.report_unknown(node, actual.keys().filter(|id| !known.contains(id)));
+        let busy = busy_instances(runner, wanted.iter().map(|row| row.id)).await?;
+        let policy = policy::get(&runner.services.db, &runner.services.cache).await?;
+        for row in wanted.into_iter().filter(|row| !busy.contains(&row.id)) {
+            let vm = actual
+                .get(&row.id.into())
+                .copied()
+                .unwrap_or(VmStatus::Missing);
+            repair(runner, row, vm, policy.restart_crashed).await?;
+        }
+        Ok(())
+    }
+
+    fn report_unknown<'a>(&self, node: &node::Model, unknown: impl Iterator<Item = &'a Uuid>) {
+        let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in unknown {
+            if reported.insert(*id) {
+                tracing::warn!(
+                    node = node.name,
+                    vm = %id,
+                    "the node runs a VM no instance owns; it is left alone for an operator to look at"
+                );
+                metrics::counter!("vmcloud_unknown_vms_total", "node" => node.name.clone())
+                    .increment(1);
+            }
+        }
+    }
+}
+
+/// Instances with an action waiting or running.
+async fn busy_instances(
+    runner: &Runner,
+    ids: impl IntoIterator<Item = InstanceId>,
+) -> anyhow::Result<HashSet<InstanceId>> {
+    Ok(actions::pending_by_instance(&runner.services.db, ids)
+        .await?
+        .into_keys()
+        .collect())
+}
+
+/// Brings one idle instance in line with its VM.
+async fn repair(
+    runner: &Runner,
+    row: instance::Model,
+    vm: VmStatus,
+    restart_crashed: bool,
+) -> anyhow::Result<()> {
+    use InstanceStatus as S;
+    let (status, reason, recover) = match (row.status, vm) {
+        (S::Running, VmStatus::Crashed | VmStatus::Missing) if restart_crashed => (
+            S::Error,
+            format!("The VM was found {vm}; it is being started again."),
+            true,
+        ),
+        (S::Running, VmStatus::Crashed | VmStatus::Missing) => (
+            S::Stopped,
+            format!("The VM was found {vm} and was left stopped."),
+            false,
+        ),
+        (S::Running, VmStatus::Stopped) => (
+            S::Stopped,
+            "The guest powered itself off.".to_owned(),
+            false,
+        ),
+        (S::Stopped, VmStatus::Running) => (
+            S::Running,
+            "The VM was started outside the platform.".to_owned(),
+            false,
+        ),
+        _ => return Ok(()),
+    };
+    tracing::warn!(instance = %row.id, ?vm, reason, "repairing drift");
+    let from = row.status;
+    let db = runner.services.db.writer();
+    let txn = db.begin().await?;
+    let mut active = row.into_active_model();
+    active.status = Set(status);
+    active.status_reason = Set(Some(reason));
+    let row = active.update(&txn).await?;
+    if recover {
+        actions::insert(
+            &txn,
+            row.id,
+            ActionKind::Recover,
+            serde_json::Value::Null,
+            None,
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    events::status_changed(
+        &runner.services,
+        &row,
+        Some(from),
+        None,
+        "instance.drift_repaired",
+    )
+    .await?;
+    if recover {
+        queue::kick(&runner.services.jobs, row.id).await?;
+    }
+    Ok(())
+}
+
+/// Records a node's health: `online` again once it answers, `offline` when
+/// it does not. Maintenance and draining are the admins' to change.
+async fn mark_node(runner: &Runner, node: &node::Model, answered: bool) -> anyhow::Result<()> {
+    let status = match (node.status, answered) {
+        (NodeStatus::Offline, true) => NodeStatus::Online,
+        (NodeStatus::Online, false) => NodeStatus::Offline,
+        (status, _) => status,
+    };
+    if status != node.status {
+        tracing::warn!(node = node.name, from = ?node.status, to = ?status, "node health changed");
+    }
+    let mut active = node.clone().into_active_model();
+    active.status = Set(status);
+    if answered {
+        active.last_seen_at = Set(Some(crate::db::entities::now()));
+        if let Some(accelerator) = runner.services.drivers.accelerator(node.id) {
+            active.accelerator = Set(Some(accelerator));
+        }
+    }
+    active.update(runner.services.db.writer()).await?;
+    Ok(())
+}
+
+async fn kick_lost_queues(runner: &Runner) -> anyhow::Result<()> {
+    let db = runner.services.db.writer();
+    let before = crate::db::entities::now() - LOST_AFTER;
+    let waiting = instance_action::Entity::find()
+        .filter(instance_action::Column::Status.eq(ActionStatus::Pending))
+        .filter(instance_action::Column::CreatedAt.lt(before))
+        .all(db)
+        .await?;
+    let instances: HashSet<InstanceId> = waiting.into_iter().map(|a| a.instance_id).collect();
+    if instances.is_empty() {
+        return Ok(());
+    }
+    let now = crate::db::entities::now();
+    let unheld = instance::Entity::find()
+        .filter(instance::Column::Id.is_in(instances))
+        .all(db)
+        .await?
+        .into_iter()
+        .filter(|row| row.queue_lease_until.is_none_or(|until| until < now));
+    for row in unheld {
+        tracing::info!(instance = %row.id, "kicking a queue whose job was lost");
+        queue::kick(&runner.services.jobs, row.id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The hypervisor driver of each node, made on first use and kept for the
+//! life of the process (a QEMU driver probes its accelerator once; a libvirt
+//! driver keeps its connection).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use vmcloud_hypervisor::{AccelChoice, Driver, QemuConfig, QemuDriver};
+
+use crate::config::QemuAccel;
+use crate::db::entities::node::{self, Accelerator, NodeDriver};
+use crate::error::{Error, Result};
+use crate::ids::NodeId;
+
+#[derive(Clone, Debug)]
+pub struct Drivers {
+    accel: QemuAccel,
+    made: Arc<Mutex<HashMap<NodeId, Arc<dyn Driver>>>>,
+    accelerators: Arc<std::sync::Mutex<HashMap<NodeId, Accelerator>>>,
+}
+
+impl Drivers {
+    pub fn new(accel: QemuAccel) -> Self {
+        Self {
+            accel,
+            made: Arc::default(),
+            accelerators: Arc::default(),
+        }
+    }
+
+    /// The node's driver. A node that cannot be reached answers
+    /// [`Error::Unavailable`] naming it, and is tried again next time.
+    pub async fn for_node(&self, node: &node::Model) -> Result<Arc<dyn Driver>> {
+        let mut made = self.made.lock().await;
+        if let Some(driver) = made.get(&node.id) {
+            return Ok(driver.clone());
+        }
+        let driver: Arc<dyn Driver> = match node.driver {
+            NodeDriver::Qemu => {
+                let driver = QemuDriver::new(self.qemu_config(Path::new(&node.uri)))
+                    .await
+                    .map_err(|err| unreachable(node, &err))?;
+                self.accelerators
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(node.id, accelerator(driver.accel().accel));
+                Arc::new(driver)
+            }
+            NodeDriver::Libvirt => {
+                return Err(Error::Unavailable(format!(
+                    "Node {} uses libvirt, which this build does not include.",
+                    node.name
+                )));
+            }
+        };
+        made.insert(node.id, driver.clone());
+        Ok(driver)
+    }
+
+    /// The accelerator a node's driver settled on, once it was made.
+    pub fn accelerator(&self, node: NodeId) -> Option<Accelerator> {
+        self.accelerators
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&node)
+            .copied()
+    }
+
+    /// A QEMU node's URI is its VM directory, `<data_dir>/vms`.
+    fn qemu_config(&self, vms_dir: &Path) -> QemuConfig {
+        let mut config = QemuConfig::new(vms_dir.parent().unwrap_or(vms_dir));
+        config.accel = match self.accel {
+            QemuAccel::Auto => AccelChoice::Probe,
+            QemuAccel::Kvm => AccelChoice::Fixed(vmcloud_hypervisor::Accel::Kvm),
+            QemuAccel::Tcg => AccelChoice::Fixed(vmcloud_hypervisor::Accel::Tcg),
+        };
+        config
+    }
+}
+
+fn accelerator(accel: vmcloud_hypervisor::Accel) -> Accelerator {
+    match accel {
+        vmcloud_hypervisor::Accel::Kvm => Accelerator::Kvm,
+        vmcloud_hypervisor::Accel::Tcg => Accelerator::Tcg,
+    }
+}
+
+fn unreachable(node: &node::Model, err: &vmcloud_hypervisor::Error) -> Error {
+    Error::Unavailable(format!("Node {} cannot be reached: {err}", node.name))
+}

@@ -1,0 +1,648 @@
+//! Instances over HTTP, on the real local QEMU node: a customer orders a VM,
+//! SSHes into it with their key, reboots, stops, starts, snapshots, resizes
+//! and deletes it; nothing is left behind. Bad orders are refused with the
+//! right problem, and a worker stopped mid-provisioning leaves one VM.
+//!
+//! The booting tests need the test guest (`guest/build.sh --out guest/out`)
+//! in `VMCLOUD_TEST_GUEST_IMAGE`; `scripts/test` builds and sets it. Without
+//! it they are skipped, loudly.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Session, TestApp, TestDatabase, eventually, eventually_within, problem};
+use rand::Rng as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::process::Command;
+use vmcloud_server::config::{Config, QemuAccel};
+use vmcloud_server::db::entities::user::UserRole;
+
+const PASSWORD: &str = "correct horse battery staple";
+/// Bound on waits for VMs booting, stopping or being snapshotted under TCG.
+const SLOW: Duration = Duration::from_secs(300);
+
+fn guest_image() -> Option<PathBuf> {
+    let image = std::env::var_os("VMCLOUD_TEST_GUEST_IMAGE").map(PathBuf::from);
+    if image.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED instance boot test: set VMCLOUD_TEST_GUEST_IMAGE to the test guest's \
+             disk.qcow2 (guest/build.sh --out DIR) to run it ***\n"
+        );
+    }
+    image
+}
+
+/// The platform with its local QEMU node, SSH ports on loopback from a
+/// range no concurrent test uses.
+fn with_local_node(config: &mut Config) {
+    config.local_node = true;
+    config.qemu_accel = QemuAccel::Tcg;
+    config.ssh_bind = "127.0.0.1".parse().expect("ip");
+    let base = rand::rng().random_range(200..600_u16) * 100;
+    config.ssh_port_min = base;
+    config.ssh_port_max = base + 99;
+    config.guest_boot_timeout_secs = 300;
+    config.guest_stop_timeout_secs = 30;
+}
+
+struct Cloud {
+    app: TestApp,
+    admin: Session,
+}
+
+impl Cloud {
+    async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let app = TestApp::spawn_with(|config| {
+            with_local_node(config);
+            configure(config);
+        })
+        .await;
+        let admin_id = app
+            .create_user("root@example.org", PASSWORD, UserRole::Admin)
+            .await;
+        let admin = app.session_for(&admin_id).await;
+        Self { app, admin }
+    }
+
+    async fn admin_post(&self, path: &str, body: &Value) -> Value {
+        let response = self
+            .app
+            .send_json(Method::POST, path, &self.admin, body)
+            .await;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("json");
+        assert!(status == 201 || status == 202, "{path}: {status} {body}");
+        body
+    }
+
+    /// Registers an image from a local qcow2 and waits until it is imported.
+    async fn image(&self, slug: &str, file: &Path) -> Value {
+        let image = self
+            .admin_post(
+                "/api/v1/admin/images",
+                &json!({
+                    "slug": slug, "name": format!("Image {slug}"), "os_family": "linux",
+                    "os_version": "1", "default_user": "root",
+                    "source": file.to_string_lossy(), "min_disk_gib": 1,
+                }),
+            )
+            .await;
+        let id = image["id"].as_str().expect("id").to_owned();
+        let image = eventually("the image import", || async {
+            let image = self
+                .app
+                .fetch_json(
+                    Method::GET,
+                    &format!("/api/v1/admin/images/{id}"),
+                    &self.admin,
+                )
+                .await;
+            (image["status"] != "importing").then_some(image)
+        })
+        .await;
+        assert_eq!(image["status"], "available", "{image}");
+        image
+    }
+
+    async fn plan(&self, slug: &str, vcpus: u32, memory_mib: u32, disk_gib: u32) {
+        self.admin_post(
+            "/api/v1/admin/products",
+            &json!({
+                "slug": slug, "name": format!("Plan {slug}"), "vcpus": vcpus,
+                "memory_mib": memory_mib, "disk_gib": disk_gib, "transfer_gib": 100,
+                "regions": ["local"],
+            }),
+        )
+        .await;
+    }
+
+    async fn customer(&self, email: &str) -> Session {
+        let id = self
+            .app
+            .create_user(email, PASSWORD, UserRole::Customer)
+            .await;
+        self.app.session_for(&id).await
+    }
+
+    async fn instance(&self, session: &Session, id: &str) -> Value {
+        self.app
+            .fetch_json(Method::GET, &format!("/api/v1/instances/{id}"), session)
+            .await
+    }
+
+    /// Waits for an action to finish and returns it; panics if it failed.
+    async fn finished(&self, session: &Session, instance: &str, action: &Value) -> Value {
+        let path = format!(
+            "/api/v1/instances/{instance}/actions/{}",
+            action["id"].as_str().expect("action id")
+        );
+        let done = eventually_within("the action to finish", SLOW, || async {
+            let action = self.app.fetch_json(Method::GET, &path, session).await;
+            matches!(action["status"].as_str(), Some("succeeded" | "failed")).then_some(action)
+        })
+        .await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["step"], done["total_steps"], "{done}");
+        done
+    }
+
+    async fn act(&self, session: &Session, instance: &str, body: Value) -> Value {
+        let response = self
+            .app
+            .send_json(
+                Method::POST,
+                &format!("/api/v1/instances/{instance}/actions"),
+                session,
+                &body,
+            )
+            .await;
+        assert_eq!(response.status(), 202, "{body}");
+        let action: Value = response.json().await.expect("json");
+        self.finished(session, instance, &action).await
+    }
+}
+
+async fn key_pair(dir: &Path) -> (PathBuf, String) {
+    let private = dir.join("id_ed25519");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "customer", "-f"])
+        .arg(&private)
+        .status()
+        .await
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let public = std::fs::read_to_string(private.with_extension("pub")).expect("public key");
+    (private, public.trim().to_owned())
+}
+
+/// Runs a command in the guest, retrying while its SSH server comes up.
+async fn ssh(key: &Path, ssh: &Value, remote: &str) -> String {
+    let port = ssh["port"].as_u64().expect("port").to_string();
+    let target = format!(
+        "{}@{}",
+        ssh["user"].as_str().expect("user"),
+        ssh["host"].as_str().expect("host")
+    );
+    eventually_within("SSH into the guest", SLOW, || async {
+        let output = Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=10",
+            ])
+            .args(["-o", "LogLevel=ERROR", "-p", &port, "-i"])
+            .arg(key)
+            .arg(&target)
+            .arg(remote)
+            .output()
+            .await
+            .expect("ssh runs");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    })
+    .await
+}
+
+/// Whether a QEMU process of this VM is alive on the host.
+fn qemu_running(vm: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .any(|cmdline| {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("qemu-system") && cmdline.contains(vm)
+        })
+}
+
+fn port_free(port: u64) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", u16::try_from(port).expect("port"))).is_ok()
+}
+
+#[tokio::test]
+async fn a_customer_runs_a_vm_through_its_whole_life() {
+    let Some(guest) = guest_image() else { return };
+    let cloud = Cloud::start(|_| {}).await;
+    let app = &cloud.app;
+    cloud.image("tiny", &guest).await;
+    cloud.plan("small", 1, 256, 1).await;
+    cloud.plan("large", 2, 384, 2).await;
+    let customer = cloud.customer("ada@example.org").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (private_key, public_key) = key_pair(dir.path()).await;
+    let key = app
+        .send_json(
+            Method::POST,
+            "/api/v1/ssh-keys",
+            &customer,
+            &json!({"public_key": public_key}),
+        )
+        .await;
+    assert_eq!(key.status(), 201);
+    let key: Value = key.json().await.expect("json");
+
+    let order = json!({
+        "plan": "small", "image": "tiny", "region": "local", "hostname": "ada-web-1",
+        "ssh_key_ids": [key["id"]],
+    });
+    let create = || {
+        app.authed(Method::POST, "/api/v1/instances", &customer)
+            .header("Idempotency-Key", "order-1")
+            .json(&order)
+            .send()
+    };
+    let first = create().await.expect("sent");
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.expect("json");
+    assert_eq!(first["status"], "provisioning");
+    assert!(first.get("node").is_none(), "customers do not see nodes");
+    let again: Value = create().await.expect("sent").json().await.expect("json");
+    assert_eq!(again["id"], first["id"], "the same key orders once");
+    let id = first["id"].as_str().expect("id").to_owned();
+    cloud
+        .finished(&customer, &id, &first["pending_action"])
+        .await;
+
+    let running = cloud.instance(&customer, &id).await;
+    assert_eq!(running["status"], "running", "{running}");
+    let access = running["ssh"].clone();
+    assert_eq!(access["user"], "root");
+    assert_eq!(
+        access["command"],
+        format!("ssh -p {} root@127.0.0.1", access["port"])
+    );
+    assert_eq!(ssh(&private_key, &access, "hostname").await, "ada-web-1");
+
+    // Staff see the node; another customer sees nothing.
+    let staff_view = cloud.instance(&cloud.admin, &id).await;
+    assert!(staff_view["node"]["name"].is_string(), "{staff_view}");
+    let other = cloud.customer("eve@example.org").await;
+    for (method, path) in [
+        (Method::GET, format!("/api/v1/instances/{id}")),
+        (Method::GET, format!("/api/v1/instances/{id}/snapshots")),
+        (Method::DELETE, format!("/api/v1/instances/{id}")),
+    ] {
+        assert_eq!(app.status_of(method, &path, &other).await, 404, "{path}");
+    }
+    let theirs = app
+        .fetch_json(Method::GET, "/api/v1/instances", &other)
+        .await;
+    assert_eq!(theirs["items"], json!([]));
+
+    cloud.act(&customer, &id, json!({"type": "reboot"})).await;
+    assert_eq!(ssh(&private_key, &access, "hostname").await, "ada-web-1");
+    cloud.act(&customer, &id, json!({"type": "stop"})).await;
+    assert_eq!(cloud.instance(&customer, &id).await["status"], "stopped");
+    let refused = app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/instances/{id}/actions"),
+            &customer,
+            &json!({"type": "reboot"}),
+        )
+        .await;
+    assert_eq!(refused.status(), 409);
+    assert_eq!(problem(refused).await["state"], "stopped");
+    cloud.act(&customer, &id, json!({"type": "start"})).await;
+    assert_eq!(cloud.instance(&customer, &id).await["status"], "running");
+
+    let snapshot = app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/instances/{id}/snapshots"),
+            &customer,
+            &json!({"name": "before-resize"}),
+        )
+        .await;
+    assert_eq!(snapshot.status(), 202);
+    let snapshot: Value = snapshot.json().await.expect("json");
+    cloud.finished(&customer, &id, &snapshot).await;
+    let snapshots = app
+        .fetch_json(
+            Method::GET,
+            &format!("/api/v1/instances/{id}/snapshots"),
+            &customer,
+        )
+        .await;
+    assert_eq!(snapshots[0]["name"], "before-resize", "{snapshots}");
+
+    cloud
+        .act(&customer, &id, json!({"type": "resize", "plan": "large"}))
+        .await;
+    let resized = cloud.instance(&customer, &id).await;
+    assert_eq!(resized["status"], "running");
+    assert_eq!(resized["plan"]["slug"], "large");
+    assert_eq!(resized["vcpus"], 2);
+    assert_eq!(
+        ssh(&private_key, &access, "grep -c ^processor /proc/cpuinfo").await,
+        "2"
+    );
+
+    let deletion = app
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/instances/{id}"),
+            &customer,
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(deletion.status(), 202);
+    let deletion: Value = deletion.json().await.expect("json");
+    cloud.finished(&customer, &id, &deletion).await;
+    assert_eq!(
+        app.status_of(Method::GET, &format!("/api/v1/instances/{id}"), &customer)
+            .await,
+        404
+    );
+    assert!(!qemu_running(&id), "no QEMU process is left");
+    let vm_dir = app.config.data_dir.join("vms").join(&id);
+    assert!(!vm_dir.exists(), "no disk, seed or socket is left");
+    assert!(
+        port_free(access["port"].as_u64().expect("port")),
+        "the port is free"
+    );
+    let actions = audit_of(app).await;
+    for expected in [
+        "instance.created",
+        "instance.status_changed",
+        "instance.delete_requested",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected}: {actions:?}"
+        );
+    }
+    cloud.app.stop().await;
+}
+
+async fn audit_of(app: &TestApp) -> Vec<String> {
+    common::audit_actions(app).await
+}
+
+#[tokio::test]
+async fn bad_orders_are_refused_with_the_right_problem() {
+    let Some(guest) = guest_image() else { return };
+    let cloud = Cloud::start(|_| {}).await;
+    let app = &cloud.app;
+    cloud.image("tiny", &guest).await;
+    cloud.plan("small", 1, 256, 1).await;
+    cloud.plan("huge", 256, 4_000_000, 60_000).await;
+    let customer = cloud.customer("ada@example.org").await;
+    let order = |changes: Value| {
+        let mut order = json!({
+            "plan": "small", "image": "tiny", "region": "local", "hostname": "web",
+        });
+        for (key, value) in changes.as_object().expect("object") {
+            order[key] = value.clone();
+        }
+        order
+    };
+    let customer = &customer;
+    let post = |body: Value| async move {
+        app.send_json(Method::POST, "/api/v1/instances", customer, &body)
+            .await
+    };
+
+    let unknown = post(order(json!({
+        "plan": "nope", "image": "nope", "region": "nowhere", "hostname": "-bad_",
+        "ssh_key_ids": [uuid::Uuid::now_v7()],
+    })))
+    .await;
+    assert_eq!(unknown.status(), 422);
+    let body = problem(unknown).await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    for field in ["plan", "image", "region", "hostname", "ssh_key_ids/0"] {
+        assert!(fields.contains(&field), "{field} in {body}");
+    }
+
+    let no_room = post(order(json!({"plan": "huge"}))).await;
+    assert_eq!(no_room.status(), 409);
+    let body = problem(no_room).await;
+    assert_eq!(body["type"], "/problems/no-capacity");
+    assert!(
+        body["reason"].as_str().expect("reason").contains("room"),
+        "{body}"
+    );
+
+    let policy = app
+        .send_json(
+            Method::PUT,
+            "/api/v1/admin/settings/instances",
+            &cloud.admin,
+            &json!({"max_instances_per_user": 0, "placement_strategy": "pack", "restart_crashed": true}),
+        )
+        .await;
+    assert_eq!(policy.status(), 200);
+    let over = post(order(json!({}))).await;
+    assert_eq!(over.status(), 403);
+    let body = problem(over).await;
+    assert_eq!(body["type"], "/problems/quota-exceeded");
+    assert_eq!(body["limit"], 0);
+
+    let unverified = app.register("new@example.org", PASSWORD).await;
+    let unverified = app.session_for(&unverified).await;
+    let refused = app
+        .send_json(
+            Method::POST,
+            "/api/v1/instances",
+            &unverified,
+            &order(json!({})),
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert!(
+        problem(refused).await["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("Verify")
+    );
+    cloud.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_stopped_mid_provisioning_leaves_exactly_one_vm() {
+    let Some(guest) = guest_image() else { return };
+    let cloud = Cloud::start(|config| {
+        // Cut the provisioning job off at once on shutdown, and hand it to
+        // the next process quickly.
+        config.shutdown_timeout_secs = 1;
+        config.job_visibility_timeout_secs = 5;
+    })
+    .await;
+    cloud.image("tiny", &guest).await;
+    cloud.plan("small", 1, 256, 1).await;
+    let customer = cloud.customer("ada@example.org").await;
+    let created = cloud
+        .app
+        .send_json(
+            Method::POST,
+            "/api/v1/instances",
+            &customer,
+            &json!({"plan": "small", "image": "tiny", "region": "local", "hostname": "phoenix"}),
+        )
+        .await;
+    assert_eq!(created.status(), 202);
+    let created: Value = created.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let action_path = format!(
+        "/api/v1/instances/{id}/actions/{}",
+        created["pending_action"]["id"].as_str().expect("action")
+    );
+    // Wait until the VM is started and the guest is booting.
+    eventually_within("provisioning to wait for the guest", SLOW, || async {
+        let action = cloud
+            .app
+            .fetch_json(Method::GET, &action_path, &customer)
+            .await;
+        (action["step"].as_i64() >= Some(5)).then_some(())
+    })
+    .await;
+    let Cloud { app, admin: _ } = cloud;
+    let (database, config): (TestDatabase, Config) = app.stop_keeping_data().await;
+    assert!(qemu_running(&id), "the VM outlives the platform");
+
+    let app = TestApp::spawn_on(database, config).await;
+    let customer = app.session_for(&customer.user_id).await;
+    let action = eventually_within("provisioning to finish after the restart", SLOW, || async {
+        let action = app.fetch_json(Method::GET, &action_path, &customer).await;
+        matches!(action["status"].as_str(), Some("succeeded" | "failed")).then_some(action)
+    })
+    .await;
+    assert_eq!(action["status"], "succeeded", "{action}");
+    let instance = app
+        .fetch_json(Method::GET, &format!("/api/v1/instances/{id}"), &customer)
+        .await;
+    assert_eq!(instance["status"], "running");
+    let list = app
+        .fetch_json(Method::GET, "/api/v1/instances", &customer)
+        .await;
+    assert_eq!(list["items"].as_array().expect("items").len(), 1);
+    let processes = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let cmdline = String::from_utf8_lossy(cmdline);
+            cmdline.contains("qemu-system") && cmdline.contains(&id)
+        })
+        .count();
+    assert_eq!(processes, 1, "exactly one VM");
+
+    let deletion = app
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/instances/{id}"),
+            &customer,
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(deletion.status(), 202);
+    let deletion: Value = deletion.json().await.expect("json");
+    let path = format!(
+        "/api/v1/instances/{id}/actions/{}",
+        deletion["id"].as_str().expect("id")
+    );
+    eventually_within("the deletion", SLOW, || async {
+        let action = app.fetch_json(Method::GET, &path, &customer).await;
+        (action["status"] == "succeeded").then_some(())
+    })
+    .await;
+    assert!(!qemu_running(&id));
+    app.stop().await;
+}
+
+/// The pid of the VM's QEMU process.
+fn qemu_pid(vm: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .find_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("qemu-system") && cmdline.contains(vm))
+                .then(|| entry.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
+}
+
+#[tokio::test]
+async fn the_reconciler_notices_a_killed_qemu_and_starts_it_again() {
+    let Some(guest) = guest_image() else { return };
+    let cloud = Cloud::start(|config| config.reconcile_interval_secs = 1).await;
+    cloud.image("tiny", &guest).await;
+    cloud.plan("small", 1, 256, 1).await;
+    let customer = cloud.customer("ada@example.org").await;
+    let created = cloud
+        .app
+        .send_json(
+            Method::POST,
+            "/api/v1/instances",
+            &customer,
+            &json!({"plan": "small", "image": "tiny", "region": "local", "hostname": "lazarus"}),
+        )
+        .await;
+    assert_eq!(created.status(), 202);
+    let created: Value = created.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    cloud
+        .finished(&customer, &id, &created["pending_action"])
+        .await;
+    let before = qemu_pid(&id).expect("QEMU runs");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(before).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill");
+
+    // Marked with the reason (audited), then started again by a recover action.
+    eventually_within("the VM to run again", SLOW, || async {
+        let instance = cloud.instance(&customer, &id).await;
+        (instance["status"] == "running" && qemu_pid(&id).is_some_and(|pid| pid != before))
+            .then_some(())
+    })
+    .await;
+    let actions = cloud
+        .app
+        .fetch_json(
+            Method::GET,
+            &format!("/api/v1/instances/{id}/actions"),
+            &customer,
+        )
+        .await;
+    assert_eq!(actions["items"][0]["type"], "recover", "{actions}");
+    assert!(
+        common::audit_actions(&cloud.app)
+            .await
+            .iter()
+            .any(|a| a == "instance.drift_repaired")
+    );
+    let deletion = cloud
+        .app
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/instances/{id}"),
+            &customer,
+        )
+        .send()
+        .await
+        .expect("sent");
+    let deletion: Value = deletion.json().await.expect("json");
+    cloud.finished(&customer, &id, &deletion).await;
+    cloud.app.stop().await;
+}
