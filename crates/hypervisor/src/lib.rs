@@ -3,9 +3,11 @@
 //!
 //! No database, no HTTP: the platform stores [`VmSpec`]s and calls a driver.
 
+mod cloud_init;
 pub mod driver;
 pub mod qemu;
 pub mod spec;
+mod vm_locks;
 
 pub use driver::{
     ByteStream, ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmStats, VmStatus,
