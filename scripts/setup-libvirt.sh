@@ -1,32 +1,22 @@
 #!/usr/bin/env bash
 # A local libvirtd for the libvirt driver's tests (VMCLOUD_TEST_LIBVIRT_URI=qemu:///system)
-# on a Debian machine without systemd: installs the daemon, its QEMU and storage drivers,
-# passt (user networking with port forwards) and the headers the `virt` crate builds
+# on a Debian machine without systemd: installs QEMU, the daemon with its QEMU driver
+# (the directory storage backend is built in) and the headers the `virt` crate builds
 # against, creates the accounts Debian's qemu.conf runs guests as, and starts virtlogd
 # and libvirtd. Idempotent; run it as root (scripts/test does, through as_root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-packages=(qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev passt pkg-config)
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "Installing ${missing[*]} ..." >&2
-  as_root apt-get update -qq
-  # No recommends: they pull in the LXC, Xen and VirtualBox drivers and LVM.
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
-fi
+# No recommends: libvirt-daemon's pull in the LXC, Xen and VirtualBox drivers and LVM.
+ensure_debs qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+  libvirt-dev pkg-config
 
 # libvirt-daemon-system's postinst would make these; we do not install it because it
 # needs systemd or sysv-rc. Debian's qemu.conf runs guests as libvirt-qemu:libvirt-qemu
 # and gives them the kvm group.
 getent group kvm >/dev/null || as_root groupadd -r kvm
 getent group libvirt-qemu >/dev/null || as_root groupadd -r libvirt-qemu
-getent group libvirt >/dev/null || as_root groupadd -r libvirt
 getent passwd libvirt-qemu >/dev/null ||
   as_root useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
 
