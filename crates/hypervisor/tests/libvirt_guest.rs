@@ -213,12 +213,20 @@ async fn a_guest_lives_through_its_whole_lifecycle_under_libvirt() {
         sizes.split_whitespace().collect::<Vec<_>>(),
         ["2", "4194304"]
     );
+
+    // QEMU dying without being asked is a crash, not a stop.
+    let pid_file = format!("/run/libvirt/qemu/vmcloud-{id}.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("QEMU pidfile of a local libvirtd");
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "kill failed");
+    wait_for_event(&mut events, id, VmStatus::Crashed).await;
+    assert_eq!(driver.status(id).await.expect("status"), VmStatus::Crashed);
     assert_eq!(
-        driver
-            .stop(id, Duration::from_secs(120))
-            .await
-            .expect("stop"),
-        StopOutcome::Graceful
+        driver.stop(id, Duration::from_secs(5)).await.expect("stop"),
+        StopOutcome::AlreadyStopped
     );
 
     let snapshot = driver
