@@ -12,6 +12,20 @@ ensure_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# ensure_debs PACKAGE...: installs the Debian packages that are not installed, without
+# their recommends (for packages that bring no command to test for, like -dev ones).
+ensure_debs() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "Installing ${missing[*]} ..." >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
 # as_root CMD...: runs CMD as root, through sudo when needed.
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"

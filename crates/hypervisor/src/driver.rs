@@ -35,6 +35,9 @@ pub enum Error {
     Timeout { op: &'static str, after: Duration },
     #[error("hypervisor unavailable: {0}")]
     Unavailable(String),
+    /// libvirt refused or failed a call (its own message).
+    #[error("libvirt: {0}")]
+    Libvirt(String),
     #[error("QEMU monitor: {0}")]
     Qmp(#[from] QmpError),
     #[error("{context}: {source}")]

@@ -1,16 +1,23 @@
 //! VMCloud's hypervisor layer: the [`Driver`] trait the platform drives VMs
-//! through, and [`QemuDriver`], which runs them with the local QEMU.
+//! through, [`QemuDriver`], which runs them with the local QEMU, and (feature
+//! `libvirt`) `LibvirtDriver`, which runs them through a libvirt daemon.
 //!
 //! No database, no HTTP: the platform stores [`VmSpec`]s and calls a driver.
 
+mod cloud_init;
 pub mod driver;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
 pub mod qemu;
 pub mod spec;
+mod vm_locks;
 
 pub use driver::{
     ByteStream, ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmStats, VmStatus,
     VmSummary, VncEndpoint,
 };
+#[cfg(feature = "libvirt")]
+pub use libvirt::{LibvirtConfig, LibvirtDriver};
 pub use qemu::accel::{Accel, AccelProbe};
 pub use qemu::{AccelChoice, BaseImage, QemuConfig, QemuDriver, import_base_image};
 pub use spec::{CloudInit, MacAddress, Network, StaticIpv4, VmSpec};

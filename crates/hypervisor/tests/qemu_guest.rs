@@ -9,66 +9,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{TestNode, wait_for_serial, wait_for_serial_times};
-use tokio::process::Command;
+use common::{
+    BOOT_TIMEOUT, TestNode, guest_image, key_pair, ssh, wait_for_serial, wait_for_serial_times,
+};
 use vmcloud_hypervisor::{Driver, Network, StopOutcome, VmStatus};
-
-/// Boots under TCG take tens of seconds on a loaded 2-core machine.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn guest_image() -> Option<PathBuf> {
-    let image = std::env::var_os("VMCLOUD_TEST_GUEST_IMAGE").map(PathBuf::from);
-    if image.is_none() {
-        // Straight to stderr, not eprintln!: the test harness would swallow
-        // that for a passing test, and a skip must not go unnoticed.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED guest lifecycle test: set VMCLOUD_TEST_GUEST_IMAGE to the test guest's \
-             disk.qcow2 (guest/build.sh --out DIR makes DIR/disk.qcow2) to run it ***\n"
-        );
-    }
-    image
-}
-
-async fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
-    let private = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&private)
-        .status()
-        .await
-        .expect("ssh-keygen");
-    assert!(status.success(), "ssh-keygen failed");
-    let public = std::fs::read_to_string(private.with_extension("pub")).expect("public key");
-    (private, public.trim().to_owned())
-}
-
-async fn ssh(key: &Path, port: u16, remote_command: &str) -> String {
-    let output = Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-        .args([
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=20",
-        ])
-        .args(["-o", "LogLevel=ERROR", "-i"])
-        .arg(key)
-        .args(["-p", &port.to_string(), "root@127.0.0.1", remote_command])
-        .output()
-        .await
-        .expect("ssh");
-    assert!(
-        output.status.success(),
-        "ssh failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 #[tokio::test]
 async fn a_guest_boots_from_its_seed_takes_ssh_and_powers_off_on_request() {

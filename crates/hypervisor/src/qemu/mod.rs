@@ -11,7 +11,6 @@
 
 pub mod accel;
 mod args;
-mod cloud_init;
 mod command;
 mod disk;
 mod paths;
@@ -20,10 +19,8 @@ pub mod qmp;
 
 pub use disk::{BaseImage, import_base_image};
 
-use std::collections::HashMap;
 use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -34,17 +31,18 @@ use uuid::Uuid;
 
 use self::accel::{Accel, AccelProbe};
 use self::args::{DISK_DRIVE, qemu_args};
-use self::cloud_init::SeedFiles;
 use self::command::{command, run};
 use self::disk::{GIB, QemuImg, SnapshotOp};
 use self::paths::{MAX_SOCKET_PATH, VmPaths};
 use self::process::QemuProcess;
 use self::qmp::QmpClient;
+use crate::cloud_init::SeedFiles;
 use crate::driver::{
     ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmStats, VmStatus, VmSummary,
     VncEndpoint, bounded,
 };
 use crate::spec::{Network, VmSpec, validate_size};
+use crate::vm_locks::VmLocks;
 
 /// SeaBIOS reads this fw_cfg file as the I/O port of the serial port to
 /// mirror its screen on: COM1, little-endian.
@@ -92,8 +90,7 @@ pub struct QemuDriver {
     config: QemuConfig,
     vms_dir: PathBuf,
     accel: AccelProbe,
-    /// One lock per VM so that commands for a VM never interleave.
-    locks: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    locks: VmLocks,
 }
 
 impl QemuDriver {
@@ -124,7 +121,7 @@ impl QemuDriver {
             config,
             vms_dir,
             accel,
-            locks: Mutex::default(),
+            locks: VmLocks::default(),
         })
     }
 
@@ -142,14 +139,7 @@ impl QemuDriver {
     }
 
     async fn lock(&self, id: Uuid) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = Arc::clone(
-            self.locks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(id)
-                .or_default(),
-        );
-        lock.lock_owned().await
+        self.locks.lock(id).await
     }
 
     async fn read_spec(&self, id: Uuid) -> Result<VmSpec> {
@@ -359,10 +349,7 @@ impl QemuDriver {
             remove_dir_if_present(&paths.dir).await?;
         }
         drop(guard);
-        self.locks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.locks.forget(id);
         Ok(())
     }
 
@@ -763,7 +750,7 @@ fn status_of_run_state(run_state: &str) -> VmStatus {
     }
 }
 
-fn validate_snapshot_name(name: &str) -> Result<()> {
+pub(crate) fn validate_snapshot_name(name: &str) -> Result<()> {
     let valid = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name

@@ -4,11 +4,13 @@
 
 #![allow(dead_code)] // each test binary uses its own part of these helpers
 
+use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::process::Command;
 use uuid::Uuid;
 use vmcloud_hypervisor::{
     Accel, AccelChoice, CloudInit, Driver, MacAddress, Network, QemuConfig, QemuDriver, VmSpec,
@@ -160,4 +162,64 @@ pub async fn wait_for_serial_times(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Boots under TCG take tens of seconds on a loaded 2-core machine.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub fn guest_image() -> Option<PathBuf> {
+    let image = std::env::var_os("VMCLOUD_TEST_GUEST_IMAGE").map(PathBuf::from);
+    if image.is_none() {
+        skip_loudly(
+            "set VMCLOUD_TEST_GUEST_IMAGE to the test guest's disk.qcow2 \
+             (guest/build.sh --out DIR makes DIR/disk.qcow2) to run it",
+        );
+    }
+    image
+}
+
+/// Says on stderr that a test did not run, and how to run it.
+pub fn skip_loudly(how_to_run: &str) {
+    // Straight to stderr, not eprintln!: the test harness would swallow
+    // that for a passing test, and a skip must not go unnoticed.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n*** SKIPPED guest lifecycle test: {how_to_run} ***\n"
+    );
+}
+
+pub async fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let private = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&private)
+        .status()
+        .await
+        .expect("ssh-keygen");
+    assert!(status.success(), "ssh-keygen failed");
+    let public = std::fs::read_to_string(private.with_extension("pub")).expect("public key");
+    (private, public.trim().to_owned())
+}
+
+pub async fn ssh(key: &Path, port: u16, remote_command: &str) -> String {
+    let output = Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args([
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=20",
+        ])
+        .args(["-o", "LogLevel=ERROR", "-i"])
+        .arg(key)
+        .args(["-p", &port.to_string(), "root@127.0.0.1", remote_command])
+        .output()
+        .await
+        .expect("ssh");
+    assert!(
+        output.status.success(),
+        "ssh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
