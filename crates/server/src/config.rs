@@ -101,6 +101,9 @@ pub struct Config {
     pub reconcile_interval_secs: u64,
     /// How often running instances are sampled for their metrics.
     pub metrics_interval_secs: u64,
+    /// With it, `serve` seeds a demo catalog (`vmcloud serve --demo`): this
+    /// guest image, and small plans in the local region.
+    pub demo_image: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

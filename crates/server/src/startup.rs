@@ -19,7 +19,7 @@ use crate::modules::instances::queue::{self, RunSettings, Runner};
 use crate::modules::instances::reconcile::Reconciler;
 use crate::modules::nodes;
 use crate::modules::nodes::drivers::Drivers;
-use crate::modules::products::images;
+use crate::modules::products::{demo, images};
 use crate::modules::users::UserViews;
 use crate::modules::users::flows;
 use crate::telemetry;
@@ -62,6 +62,11 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         if role == Role::Serve && config.local_node {
             nodes::ensure_local_node(&db, &config.data_dir, &config.local_region).await?;
+        }
+        if role == Role::Serve
+            && let Some(image) = &config.demo_image
+        {
+            demo::seed(&db, &jobs, &config.local_region, image).await?;
         }
         if role == Role::Serve
             && let Some(token) = flows::first_admin_setup_token(&db).await?

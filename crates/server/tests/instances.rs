@@ -232,8 +232,71 @@ fn port_free(port: u64) -> bool {
 async fn a_customer_runs_a_vm_through_its_whole_life() {
     let Some(guest) = guest_image() else { return };
     let cloud = Cloud::start(|_| {}).await;
+    let id = whole_life(&cloud, &guest).await;
+    let vm_dir = cloud.app.config.data_dir.join("vms").join(&id);
+    assert!(!vm_dir.exists(), "no disk, seed or socket is left");
+    cloud.app.stop().await;
+}
+
+/// The same life on a node driven through the local libvirtd, with the
+/// QEMU node out of service.
+#[cfg(feature = "libvirt")]
+#[tokio::test]
+async fn a_vm_lives_the_same_life_on_a_libvirt_node() {
+    let Some(guest) = guest_image() else { return };
+    let Some(uri) = std::env::var("VMCLOUD_TEST_LIBVIRT_URI")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED libvirt instance test: set VMCLOUD_TEST_LIBVIRT_URI (qemu:///system) ***\n"
+        );
+        return;
+    };
+    let cloud = Cloud::start(|_| {}).await;
+    let nodes = cloud
+        .app
+        .fetch_json(Method::GET, "/api/v1/admin/nodes", &cloud.admin)
+        .await;
+    let local = nodes[0]["id"].as_str().expect("the local node").to_owned();
+    let maintenance = cloud
+        .app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/admin/nodes/{local}"),
+            &cloud.admin,
+            &json!({"status": "maintenance"}),
+        )
+        .await;
+    assert_eq!(maintenance.status(), 200);
+    cloud
+        .admin_post(
+            "/api/v1/admin/nodes",
+            &json!({
+                "name": "libvirt-local", "region": "local", "driver": "libvirt", "uri": uri,
+                "vcpus": 4, "memory_mib": 4096, "disk_gib": 50,
+            }),
+        )
+        .await;
+    let id = whole_life(&cloud, &guest).await;
+    let domains = Command::new("virsh")
+        .args(["-c", &uri, "list", "--all", "--uuid"])
+        .output()
+        .await
+        .expect("virsh");
+    assert!(
+        !String::from_utf8_lossy(&domains.stdout).contains(&id),
+        "no domain is left"
+    );
+    cloud.app.stop().await;
+}
+
+/// Orders a VM and takes it through SSH, reboot, stop, start, snapshot,
+/// resize and deletion, checking access rules on the way; returns its id.
+async fn whole_life(cloud: &Cloud, guest: &Path) -> String {
     let app = &cloud.app;
-    cloud.image("tiny", &guest).await;
+    cloud.image("tiny", guest).await;
     cloud.plan("small", 1, 256, 1).await;
     cloud.plan("large", 2, 384, 2).await;
     let customer = cloud.customer("ada@example.org").await;
@@ -365,8 +428,6 @@ async fn a_customer_runs_a_vm_through_its_whole_life() {
         404
     );
     assert!(!qemu_running(&id), "no QEMU process is left");
-    let vm_dir = app.config.data_dir.join("vms").join(&id);
-    assert!(!vm_dir.exists(), "no disk, seed or socket is left");
     assert!(
         port_free(access["port"].as_u64().expect("port")),
         "the port is free"
@@ -382,7 +443,7 @@ async fn a_customer_runs_a_vm_through_its_whole_life() {
             "{expected}: {actions:?}"
         );
     }
-    cloud.app.stop().await;
+    id
 }
 
 async fn audit_of(app: &TestApp) -> Vec<String> {

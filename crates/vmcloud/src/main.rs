@@ -32,7 +32,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the API, the workers and the local node (the default).
-    Serve,
+    Serve {
+        /// Seed a demo catalog: the test guest as an image, small plans in
+        /// the local region, so a VM can be ordered at once.
+        #[arg(long)]
+        demo: bool,
+        /// The guest image the demo catalog offers.
+        #[arg(long, value_name = "PATH", default_value = "guest/out/disk.qcow2")]
+        demo_image: PathBuf,
+    },
     /// Run the background workers only.
     Worker,
     /// Apply database migrations and exit.
@@ -72,12 +80,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let command = cli.command.unwrap_or(Command::Serve);
+    let command = cli.command.unwrap_or(Command::Serve {
+        demo: false,
+        demo_image: PathBuf::new(),
+    });
     if let Command::Openapi = command {
         print!("{}", http::openapi::document());
         return Ok(());
     }
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Command::Serve {
+        demo: true,
+        demo_image,
+    } = &command
+    {
+        config.demo_image = Some(demo_image.clone());
+    }
     telemetry::init_logging(config.log_format, &config.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -85,7 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match command {
-            Command::Serve => serve(config, Role::Serve).await,
+            Command::Serve { .. } => serve(config, Role::Serve).await,
             Command::Worker => serve(config, Role::Worker).await,
             Command::Migrate => {
                 let database = db::Database::connect(&config.database()).await?;

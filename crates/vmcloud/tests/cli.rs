@@ -136,11 +136,19 @@ fn a_failed_migration_stops_start_up_with_one_line() {
     assert_fails_with(&output, "migration failed");
 }
 
-#[test]
-fn serve_answers_then_stops_gracefully_on_sigterm() {
-    let dir = TempDir::new().expect("dir");
-    let mut child = vmcloud(&dir)
+/// Starts `serve` with `args` and returns it with its address, read from
+/// the log line that announces it, and the rest of its log.
+fn serve(
+    dir: &TempDir,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
+    let mut child = vmcloud(dir)
         .arg("serve")
+        .args(args)
         .env("VMCLOUD_BIND", "127.0.0.1:0")
         .env("VMCLOUD_LOG_LEVEL", "info")
         .stderr(Stdio::piped())
@@ -157,20 +165,26 @@ fn serve_answers_then_stops_gracefully_on_sigterm() {
                 .map(str::to_owned)
         })
         .expect("the URL is logged");
+    (child, address, lines)
+}
 
-    let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+/// A plain HTTP/1.1 GET; the whole response, head and body.
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     std::io::Write::write_all(
         &mut stream,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .expect("writes");
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).expect("reads");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
 
+fn terminate(child: &mut std::process::Child) {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -181,8 +195,47 @@ fn serve_answers_then_stops_gracefully_on_sigterm() {
     );
     let status = child.wait().expect("exits");
     assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn serve_answers_then_stops_gracefully_on_sigterm() {
+    let dir = TempDir::new().expect("dir");
+    let (mut child, address, lines) = serve(&dir, &[]);
+    let response = http_get(&address, "/healthz");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    terminate(&mut child);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+#[test]
+fn serve_demo_offers_the_test_guest_and_small_plans() {
+    let dir = TempDir::new().expect("dir");
+    let image = dir.path().join("guest.qcow2");
+    let created = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&image)
+        .arg("64M")
+        .status()
+        .expect("qemu-img");
+    assert!(created.success());
+    let image = image.to_string_lossy().into_owned();
+    let (mut child, address, _lines) = serve(&dir, &["--demo", "--demo-image", &image]);
+    let plans = http_get(&address, "/api/v1/products");
+    assert!(
+        plans.contains("demo-nano") && plans.contains("demo-micro"),
+        "{plans}"
+    );
+    let offered = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        http_get(&address, "/api/v1/images").contains("vmcloud-test-guest")
+    });
+    assert!(offered, "the demo image is imported and offered");
+    terminate(&mut child);
+    // A second start keeps what the first seeded.
+    let (mut again, address, _lines) = serve(&dir, &["--demo", "--demo-image", &image]);
+    assert!(http_get(&address, "/api/v1/products").contains("demo-nano"));
+    terminate(&mut again);
 }
 
 #[test]

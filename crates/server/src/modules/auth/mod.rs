@@ -31,6 +31,8 @@ pub enum Credential {
         token_id: ApiTokenId,
         scope: TokenScope,
     },
+    /// The platform itself, at start-up (seeding the demo catalog).
+    Platform,
 }
 
 /// The authenticated caller, as services see it.
@@ -46,6 +48,18 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The platform acting for itself with an admin's rights; it has no
+    /// account, so it never writes rows that point at one.
+    pub fn platform() -> Self {
+        Self {
+            user_id: UserId::from(uuid::Uuid::nil()),
+            role: UserRole::Admin,
+            credential: Credential::Platform,
+            impersonator: None,
+            two_factor: false,
+        }
+    }
+
     pub fn is_staff(&self) -> bool {
         matches!(self.role, UserRole::Support | UserRole::Admin)
     }
@@ -58,7 +72,7 @@ impl Actor {
     pub fn session_id(&self) -> Option<uuid::Uuid> {
         match self.credential {
             Credential::Session { session_id, .. } => Some(session_id),
-            Credential::ApiToken { .. } => None,
+            Credential::ApiToken { .. } | Credential::Platform => None,
         }
     }
 
@@ -88,7 +102,7 @@ impl Actor {
     pub fn require_session(&self) -> Result<()> {
         match self.credential {
             Credential::Session { .. } => Ok(()),
-            Credential::ApiToken { .. } => Err(Error::Forbidden(
+            Credential::ApiToken { .. } | Credential::Platform => Err(Error::Forbidden(
                 "Sign in to change this; API tokens cannot.".to_owned(),
             )),
         }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
-use vmcloud_hypervisor::{AccelChoice, Driver, QemuConfig, QemuDriver};
+use vmcloud_hypervisor::{Accel, AccelChoice, Driver, QemuConfig, QemuDriver};
 
 use crate::config::QemuAccel;
 use crate::db::entities::node::{self, Accelerator, NodeDriver};
@@ -37,24 +37,20 @@ impl Drivers {
         if let Some(driver) = made.get(&node.id) {
             return Ok(driver.clone());
         }
-        let driver: Arc<dyn Driver> = match node.driver {
+        let (driver, accel): (Arc<dyn Driver>, _) = match node.driver {
             NodeDriver::Qemu => {
                 let driver = QemuDriver::new(self.qemu_config(Path::new(&node.uri)))
                     .await
                     .map_err(|err| unreachable(node, &err))?;
-                self.accelerators
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(node.id, accelerator(driver.accel().accel));
-                Arc::new(driver)
+                let accel = driver.accel().accel;
+                (Arc::new(driver), accel)
             }
-            NodeDriver::Libvirt => {
-                return Err(Error::Unavailable(format!(
-                    "Node {} uses libvirt, which this build does not include.",
-                    node.name
-                )));
-            }
+            NodeDriver::Libvirt => self.libvirt(node).await?,
         };
+        self.accelerators
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(node.id, accelerator(accel));
         made.insert(node.id, driver.clone());
         Ok(driver)
     }
@@ -68,22 +64,46 @@ impl Drivers {
             .copied()
     }
 
+    #[cfg(feature = "libvirt")]
+    async fn libvirt(&self, node: &node::Model) -> Result<(Arc<dyn Driver>, Accel)> {
+        let mut config = vmcloud_hypervisor::LibvirtConfig::new(node.uri.clone());
+        config.accel = self.accel_choice();
+        let driver = vmcloud_hypervisor::LibvirtDriver::connect(config)
+            .await
+            .map_err(|err| unreachable(node, &err))?;
+        let accel = driver.accel();
+        Ok((Arc::new(driver), accel))
+    }
+
+    #[cfg(not(feature = "libvirt"))]
+    #[allow(clippy::unused_async)]
+    async fn libvirt(&self, node: &node::Model) -> Result<(Arc<dyn Driver>, Accel)> {
+        Err(Error::Unavailable(format!(
+            "Node {} uses libvirt, which this build does not include (build with --features libvirt).",
+            node.name
+        )))
+    }
+
+    fn accel_choice(&self) -> AccelChoice {
+        match self.accel {
+            QemuAccel::Auto => AccelChoice::Probe,
+            QemuAccel::Kvm => AccelChoice::Fixed(Accel::Kvm),
+            QemuAccel::Tcg => AccelChoice::Fixed(Accel::Tcg),
+        }
+    }
+
     /// A QEMU node's URI is its VM directory, `<data_dir>/vms`.
     fn qemu_config(&self, vms_dir: &Path) -> QemuConfig {
         let mut config = QemuConfig::new(vms_dir.parent().unwrap_or(vms_dir));
-        config.accel = match self.accel {
-            QemuAccel::Auto => AccelChoice::Probe,
-            QemuAccel::Kvm => AccelChoice::Fixed(vmcloud_hypervisor::Accel::Kvm),
-            QemuAccel::Tcg => AccelChoice::Fixed(vmcloud_hypervisor::Accel::Tcg),
-        };
+        config.accel = self.accel_choice();
         config
     }
 }
 
-fn accelerator(accel: vmcloud_hypervisor::Accel) -> Accelerator {
+fn accelerator(accel: Accel) -> Accelerator {
     match accel {
-        vmcloud_hypervisor::Accel::Kvm => Accelerator::Kvm,
-        vmcloud_hypervisor::Accel::Tcg => Accelerator::Tcg,
+        Accel::Kvm => Accelerator::Kvm,
+        Accel::Tcg => Accelerator::Tcg,
     }
 }
 

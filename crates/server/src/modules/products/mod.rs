@@ -2,6 +2,7 @@
 //! manage it; the public part is what the pricing page and the order form
 //! show.
 
+pub mod demo;
 pub mod images;
 pub mod plans;
 pub mod regions;
