@@ -153,8 +153,11 @@ impl CloudInit {
     }
 }
 
-fn is_hostname(name: &str) -> bool {
-    name.len() <= 253
+/// RFC 1123 host names: dot-separated labels of 1-63 letters, digits and
+/// inner hyphens, 253 characters in all.
+pub fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
         && name.split('.').all(|label| {
             (1..=63).contains(&label.len())
                 && label

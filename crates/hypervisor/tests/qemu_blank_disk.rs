@@ -430,6 +430,9 @@ async fn qmp_client_sees_real_qemu_events() {
     tokio::time::timeout(Duration::from_secs(10), collect)
         .await
         .expect("the event stream ends when QEMU quits");
+    // With no bootable disk the firmware resets the machine by itself, so
+    // some QEMU versions report RESET more than once.
+    names.dedup();
     assert_eq!(names, ["STOP", "RESUME", "RESET", "POWERDOWN", "SHUTDOWN"]);
 
     let error = client

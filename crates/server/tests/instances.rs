@@ -135,22 +135,6 @@ impl Cloud {
             .await
     }
 
-    /// Waits for an action to finish and returns it; panics if it failed.
-    async fn finished(&self, session: &Session, instance: &str, action: &Value) -> Value {
-        let path = format!(
-            "/api/v1/instances/{instance}/actions/{}",
-            action["id"].as_str().expect("action id")
-        );
-        let done = eventually_within("the action to finish", SLOW, || async {
-            let action = self.app.fetch_json(Method::GET, &path, session).await;
-            matches!(action["status"].as_str(), Some("succeeded" | "failed")).then_some(action)
-        })
-        .await;
-        assert_eq!(done["status"], "succeeded", "{done}");
-        assert_eq!(done["step"], done["total_steps"], "{done}");
-        done
-    }
-
     async fn act(&self, session: &Session, instance: &str, body: Value) -> Value {
         let response = self
             .app
@@ -163,8 +147,50 @@ impl Cloud {
             .await;
         assert_eq!(response.status(), 202, "{body}");
         let action: Value = response.json().await.expect("json");
-        self.finished(session, instance, &action).await
+        finished(&self.app, session, instance, &action).await
     }
+}
+
+/// Waits for an action to finish and returns it; panics if it failed.
+async fn finished(app: &TestApp, session: &Session, instance: &str, action: &Value) -> Value {
+    let path = format!(
+        "/api/v1/instances/{instance}/actions/{}",
+        action["id"].as_str().expect("action id")
+    );
+    let done = eventually_within("the action to finish", SLOW, || async {
+        let action = app.fetch_json(Method::GET, &path, session).await;
+        matches!(action["status"].as_str(), Some("succeeded" | "failed")).then_some(action)
+    })
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["step"], done["total_steps"], "{done}");
+    done
+}
+
+/// Orders a `small` `tiny` instance in `local`; returns the 202's body.
+async fn order(app: &TestApp, session: &Session, hostname: &str) -> Value {
+    let created = app
+        .send_json(
+            Method::POST,
+            "/api/v1/instances",
+            session,
+            &json!({"plan": "small", "image": "tiny", "region": "local", "hostname": hostname}),
+        )
+        .await;
+    assert_eq!(created.status(), 202);
+    created.json().await.expect("json")
+}
+
+/// Deletes an instance and waits until it is gone.
+async fn delete_instance(app: &TestApp, session: &Session, id: &str) {
+    let deletion = app
+        .authed(Method::DELETE, &format!("/api/v1/instances/{id}"), session)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(deletion.status(), 202);
+    let deletion: Value = deletion.json().await.expect("json");
+    finished(app, session, id, &deletion).await;
 }
 
 async fn key_pair(dir: &Path) -> (PathBuf, String) {
@@ -331,9 +357,7 @@ async fn whole_life(cloud: &Cloud, guest: &Path) -> String {
     let again: Value = create().await.expect("sent").json().await.expect("json");
     assert_eq!(again["id"], first["id"], "the same key orders once");
     let id = first["id"].as_str().expect("id").to_owned();
-    cloud
-        .finished(&customer, &id, &first["pending_action"])
-        .await;
+    finished(&cloud.app, &customer, &id, &first["pending_action"]).await;
 
     let running = cloud.instance(&customer, &id).await;
     assert_eq!(running["status"], "running", "{running}");
@@ -388,7 +412,7 @@ async fn whole_life(cloud: &Cloud, guest: &Path) -> String {
         .await;
     assert_eq!(snapshot.status(), 202);
     let snapshot: Value = snapshot.json().await.expect("json");
-    cloud.finished(&customer, &id, &snapshot).await;
+    finished(&cloud.app, &customer, &id, &snapshot).await;
     let snapshots = app
         .fetch_json(
             Method::GET,
@@ -410,18 +434,7 @@ async fn whole_life(cloud: &Cloud, guest: &Path) -> String {
         "2"
     );
 
-    let deletion = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/instances/{id}"),
-            &customer,
-        )
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(deletion.status(), 202);
-    let deletion: Value = deletion.json().await.expect("json");
-    cloud.finished(&customer, &id, &deletion).await;
+    delete_instance(app, &customer, &id).await;
     assert_eq!(
         app.status_of(Method::GET, &format!("/api/v1/instances/{id}"), &customer)
             .await,
@@ -548,17 +561,7 @@ async fn a_worker_stopped_mid_provisioning_leaves_exactly_one_vm() {
     cloud.image("tiny", &guest).await;
     cloud.plan("small", 1, 256, 1).await;
     let customer = cloud.customer("ada@example.org").await;
-    let created = cloud
-        .app
-        .send_json(
-            Method::POST,
-            "/api/v1/instances",
-            &customer,
-            &json!({"plan": "small", "image": "tiny", "region": "local", "hostname": "phoenix"}),
-        )
-        .await;
-    assert_eq!(created.status(), 202);
-    let created: Value = created.json().await.expect("json");
+    let created = order(&cloud.app, &customer, "phoenix").await;
     let id = created["id"].as_str().expect("id").to_owned();
     let action_path = format!(
         "/api/v1/instances/{id}/actions/{}",
@@ -604,26 +607,7 @@ async fn a_worker_stopped_mid_provisioning_leaves_exactly_one_vm() {
         .count();
     assert_eq!(processes, 1, "exactly one VM");
 
-    let deletion = app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/instances/{id}"),
-            &customer,
-        )
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(deletion.status(), 202);
-    let deletion: Value = deletion.json().await.expect("json");
-    let path = format!(
-        "/api/v1/instances/{id}/actions/{}",
-        deletion["id"].as_str().expect("id")
-    );
-    eventually_within("the deletion", SLOW, || async {
-        let action = app.fetch_json(Method::GET, &path, &customer).await;
-        (action["status"] == "succeeded").then_some(())
-    })
-    .await;
+    delete_instance(&app, &customer, &id).await;
     assert!(!qemu_running(&id));
     app.stop().await;
 }
@@ -649,21 +633,9 @@ async fn the_reconciler_notices_a_killed_qemu_and_starts_it_again() {
     cloud.image("tiny", &guest).await;
     cloud.plan("small", 1, 256, 1).await;
     let customer = cloud.customer("ada@example.org").await;
-    let created = cloud
-        .app
-        .send_json(
-            Method::POST,
-            "/api/v1/instances",
-            &customer,
-            &json!({"plan": "small", "image": "tiny", "region": "local", "hostname": "lazarus"}),
-        )
-        .await;
-    assert_eq!(created.status(), 202);
-    let created: Value = created.json().await.expect("json");
+    let created = order(&cloud.app, &customer, "lazarus").await;
     let id = created["id"].as_str().expect("id").to_owned();
-    cloud
-        .finished(&customer, &id, &created["pending_action"])
-        .await;
+    finished(&cloud.app, &customer, &id, &created["pending_action"]).await;
     let before = qemu_pid(&id).expect("QEMU runs");
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(before).expect("pid"),
@@ -693,17 +665,6 @@ async fn the_reconciler_notices_a_killed_qemu_and_starts_it_again() {
             .iter()
             .any(|a| a == "instance.drift_repaired")
     );
-    let deletion = cloud
-        .app
-        .authed(
-            Method::DELETE,
-            &format!("/api/v1/instances/{id}"),
-            &customer,
-        )
-        .send()
-        .await
-        .expect("sent");
-    let deletion: Value = deletion.json().await.expect("json");
-    cloud.finished(&customer, &id, &deletion).await;
+    delete_instance(&cloud.app, &customer, &id).await;
     cloud.app.stop().await;
 }

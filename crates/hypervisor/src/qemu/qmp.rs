@@ -15,6 +15,8 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 const EVENT_BUFFER: usize = 64;
+/// How often a connect to a monitor with a full backlog is tried again.
+const CONNECT_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
@@ -69,12 +71,22 @@ pub struct QmpClient {
 impl QmpClient {
     /// Connects, reads the greeting and leaves capabilities-negotiation mode.
     pub async fn connect(path: &Path) -> Result<Self, QmpError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| QmpError::Connect {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let stream = loop {
+            match UnixStream::connect(path).await {
+                Ok(stream) => break stream,
+                // The monitor's backlog is full: QEMU is busy or frozen, and
+                // the caller's time bound decides how long to wait.
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(CONNECT_RETRY).await;
+                }
+                Err(source) => {
+                    return Err(QmpError::Connect {
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        };
         let (read_half, write_half) = stream.into_split();
         let mut lines = BufReader::new(read_half);
         let greeting = read_message(&mut lines)

@@ -114,28 +114,22 @@ pub async fn delete(
     Path(id): Path<InstanceId>,
 ) -> Result<(StatusCode, Json<ActionView>)> {
     let action = instances::delete(&state.instances(), &actor, id).await?;
-    audited(
-        &state,
-        &client,
-        &actor,
-        "instance.delete_requested",
-        &action,
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(action)))
+    accepted(&state, &client, &actor, "instance.delete_requested", action).await
 }
 
-async fn audited(
+/// Audits a queued action and answers 202 with it.
+async fn accepted(
     state: &AppState,
     client: &ClientInfo,
     actor: &crate::modules::auth::Actor,
     what: &'static str,
-    action: &ActionView,
-) -> Result<()> {
+    action: ActionView,
+) -> Result<(StatusCode, Json<ActionView>)> {
     let event = Event::new(what).on("instance", action.instance_id).details(
         serde_json::json!({ "action_id": action.id, "type": action.kind, "params": action.params }),
     );
-    audit::record(&state.db, &client.audit(Some(actor)), event).await
+    audit::record(&state.db, &client.audit(Some(actor)), event).await?;
+    Ok((StatusCode::ACCEPTED, Json(action)))
 }
 
 /// Ask something of an instance: start, stop, force_stop, reboot, resize (to
@@ -156,15 +150,7 @@ pub async fn request_action(
     ValidJson(body): ValidJson<ActionRequest>,
 ) -> Result<(StatusCode, Json<ActionView>)> {
     let action = actions::request(&state.instances(), &actor, id, body).await?;
-    audited(
-        &state,
-        &client,
-        &actor,
-        "instance.action_requested",
-        &action,
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(action)))
+    accepted(&state, &client, &actor, "instance.action_requested", action).await
 }
 
 /// The instance's actions, newest first.
@@ -221,15 +207,7 @@ pub async fn create_snapshot(
     ValidJson(body): ValidJson<NewSnapshot>,
 ) -> Result<(StatusCode, Json<ActionView>)> {
     let action = snapshots::create(&state.instances(), &actor, id, body).await?;
-    audited(
-        &state,
-        &client,
-        &actor,
-        "instance.action_requested",
-        &action,
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(action)))
+    accepted(&state, &client, &actor, "instance.action_requested", action).await
 }
 
 /// Put the disk back as it was in a snapshot.
@@ -243,15 +221,7 @@ pub async fn restore_snapshot(
     Path((id, name)): Path<(InstanceId, String)>,
 ) -> Result<(StatusCode, Json<ActionView>)> {
     let action = snapshots::restore(&state.instances(), &actor, id, name).await?;
-    audited(
-        &state,
-        &client,
-        &actor,
-        "instance.action_requested",
-        &action,
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(action)))
+    accepted(&state, &client, &actor, "instance.action_requested", action).await
 }
 
 /// Delete a snapshot.
@@ -265,15 +235,7 @@ pub async fn delete_snapshot(
     Path((id, name)): Path<(InstanceId, String)>,
 ) -> Result<(StatusCode, Json<ActionView>)> {
     let action = snapshots::delete(&state.instances(), &actor, id, name).await?;
-    audited(
-        &state,
-        &client,
-        &actor,
-        "instance.action_requested",
-        &action,
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(action)))
+    accepted(&state, &client, &actor, "instance.action_requested", action).await
 }
 
 /// The instance policy: quota per account, placement strategy, and whether

@@ -15,6 +15,8 @@ pub mod reconcile;
 mod run;
 pub mod snapshots;
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
@@ -358,13 +360,7 @@ pub async fn create(
 ) -> Result<(InstanceView, bool)> {
     actor.require_write()?;
     let db = &services.db;
-    if let Some(key) = &idempotency_key
-        && let Some(existing) = instance::Entity::find()
-            .filter(instance::Column::UserId.eq(actor.user_id))
-            .filter(instance::Column::IdempotencyKey.eq(key.as_str()))
-            .one(db.writer())
-            .await?
-    {
+    if let Some(existing) = by_idempotency_key(db, actor, idempotency_key.as_deref()).await? {
         return replay(services, actor, existing, &new).await;
     }
     let owner = user::Entity::find_by_id(actor.user_id)
@@ -412,47 +408,17 @@ pub async fn create(
         created_at: Set(now),
         updated_at: Set(now),
     };
-    let placed = {
-        let _serialized = PLACEMENT.lock().await;
-        let txn = db.writer().begin().await?;
-        let demand =
-            provision::demand(order.plan.vcpus, order.plan.memory_mib, order.plan.disk_gib);
-        let node =
-            provision::place(&txn, order.region.id, &demand, policy.placement_strategy).await?;
-        let mut row = row;
-        row.node_id = Set(Some(node));
-        match row.insert(&txn).await {
-            Ok(inserted) => {
-                let action = actions::insert(
-                    &txn,
-                    inserted.id,
-                    ActionKind::Provision,
-                    serde_json::Value::Null,
-                    Some(actor.user_id),
-                )
-                .await?;
-                txn.commit().await?;
-                Ok((inserted, action))
-            }
-            Err(err) => Err(err),
-        }
-    };
-    let (inserted, _action) = match placed {
-        Ok(placed) => placed,
-        // A concurrent request with the same key won the race.
-        Err(err) if idempotency_key.is_some() => {
-            let Some(key) = idempotency_key else {
-                unreachable!()
-            };
-            let existing = instance::Entity::find()
-                .filter(instance::Column::UserId.eq(actor.user_id))
-                .filter(instance::Column::IdempotencyKey.eq(key.as_str()))
-                .one(db.writer())
+    let inserted = match place_and_insert(db, row, &order, &policy, actor).await {
+        Ok(inserted) => inserted,
+        // A concurrent request with the same key won the race: answer with
+        // what it made.
+        Err(Error::Conflict(_)) if idempotency_key.is_some() => {
+            let existing = by_idempotency_key(db, actor, idempotency_key.as_deref())
                 .await?
-                .ok_or_else(|| Error::from(err))?;
+                .ok_or_else(|| anyhow::anyhow!("the Idempotency-Key's instance vanished"))?;
             return replay(services, actor, existing, &new).await;
         }
-        Err(err) => return Err(err.into()),
+        Err(err) => return Err(err),
     };
     events::status_changed(
         services,
@@ -464,6 +430,49 @@ pub async fn create(
     .await?;
     queue::kick(&services.jobs, inserted.id).await?;
     Ok((view_of(services, actor, inserted).await?, true))
+}
+
+async fn by_idempotency_key(
+    db: &Database,
+    actor: &Actor,
+    key: Option<&str>,
+) -> Result<Option<instance::Model>> {
+    let Some(key) = key else { return Ok(None) };
+    Ok(instance::Entity::find()
+        .filter(instance::Column::UserId.eq(actor.user_id))
+        .filter(instance::Column::IdempotencyKey.eq(key))
+        .one(db.writer())
+        .await?)
+}
+
+/// Places the new instance on a node and writes it with its provisioning
+/// action, in one transaction. A taken `Idempotency-Key` is a conflict.
+async fn place_and_insert(
+    db: &Database,
+    mut row: instance::ActiveModel,
+    order: &Order,
+    policy: &InstancePolicy,
+    actor: &Actor,
+) -> Result<instance::Model> {
+    let _serialized = PLACEMENT.lock().await;
+    let txn = db.writer().begin().await?;
+    let demand = provision::demand(order.plan.vcpus, order.plan.memory_mib, order.plan.disk_gib);
+    let node = provision::place(&txn, order.region.id, &demand, policy.placement_strategy).await?;
+    row.node_id = Set(Some(node));
+    let inserted = row
+        .insert(&txn)
+        .await
+        .map_err(|err| Error::on_duplicate(err, "This Idempotency-Key is already in use."))?;
+    actions::insert(
+        &txn,
+        inserted.id,
+        ActionKind::Provision,
+        serde_json::Value::Null,
+        Some(actor.user_id),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(inserted)
 }
 
 /// The answer to a repeated `Idempotency-Key`: the instance it made, if the
@@ -630,6 +639,26 @@ async fn reserve_growth(
     Ok(())
 }
 
+/// The rows of `E` with these ids, by id.
+async fn by_ids<E, K>(
+    db: &sea_orm::DatabaseConnection,
+    id_column: E::Column,
+    ids: impl IntoIterator<Item = K>,
+    id_of: impl Fn(&E::Model) -> K,
+) -> Result<HashMap<K, E::Model>>
+where
+    E: sea_orm::EntityTrait,
+    K: Into<sea_orm::Value> + std::hash::Hash + Eq,
+{
+    Ok(E::find()
+        .filter(id_column.is_in(ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| (id_of(&row), row))
+        .collect())
+}
+
 async fn view_of(services: &Services, actor: &Actor, row: instance::Model) -> Result<InstanceView> {
     let mut views = views_of(services, actor, vec![row]).await?;
     Ok(views.remove(0))
@@ -641,37 +670,36 @@ async fn views_of(
     actor: &Actor,
     rows: Vec<instance::Model>,
 ) -> Result<Vec<InstanceView>> {
-    use std::collections::HashMap;
     let db = services.db.reader();
-    let plans: HashMap<_, _> = product::Entity::find()
-        .filter(product::Column::Id.is_in(rows.iter().map(|r| r.product_id)))
-        .all(db)
+    let plans = by_ids::<product::Entity, _>(
+        db,
+        product::Column::Id,
+        rows.iter().map(|r| r.product_id),
+        |p| p.id,
+    )
+    .await?;
+    let images = by_ids::<image::Entity, _>(
+        db,
+        image::Column::Id,
+        rows.iter().map(|r| r.image_id),
+        |i| i.id,
+    )
+    .await?;
+    let regions = by_ids::<region::Entity, _>(
+        db,
+        region::Column::Id,
+        rows.iter().map(|r| r.region_id),
+        |r| r.id,
+    )
+    .await?;
+    let nodes = if actor.is_staff() {
+        by_ids::<node::Entity, _>(
+            db,
+            node::Column::Id,
+            rows.iter().filter_map(|r| r.node_id),
+            |n| n.id,
+        )
         .await?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
-    let images: HashMap<_, _> = image::Entity::find()
-        .filter(image::Column::Id.is_in(rows.iter().map(|r| r.image_id)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|i| (i.id, i))
-        .collect();
-    let regions: HashMap<_, _> = region::Entity::find()
-        .filter(region::Column::Id.is_in(rows.iter().map(|r| r.region_id)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r))
-        .collect();
-    let nodes: HashMap<_, _> = if actor.is_staff() {
-        node::Entity::find()
-            .filter(node::Column::Id.is_in(rows.iter().filter_map(|r| r.node_id)))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|n| (n.id, n))
-            .collect()
     } else {
         HashMap::new()
     };
