@@ -161,6 +161,16 @@ async fn the_owner_watches_the_guest_boot_and_reaches_its_display() {
     cloud.finished(&customer, &id, &reboot).await;
     drop((first, second));
 
+    // Redeemed twice at once, a ticket still opens one connection.
+    let raced = ticket(&cloud, &customer, &id).await;
+    let url = ws_url(&cloud, &raced["vnc_url"]);
+    let (one, other) = tokio::join!(connect_async(url.as_str()), connect_async(url.as_str()));
+    let refused = |outcome: &Result<_, WsError>| matches!(outcome, Err(WsError::Http(response)) if response.status() == 401);
+    assert!(
+        one.is_ok() && refused(&other) || other.is_ok() && refused(&one),
+        "{one:?} / {other:?}"
+    );
+
     // The display: plain RFB, its greeting in the first binary frame, with
     // the `binary` subprotocol noVNC asks for.
     let display = ticket(&cloud, &customer, &id).await;
