@@ -174,18 +174,21 @@ pub async fn open_serial(
     ticket: &str,
 ) -> Result<SerialViewer> {
     let driver = redeem(services, id, ticket).await?;
+    let connect = async {
+        driver
+            .serial_console(id.into())
+            .await
+            .map_err(console_error)
+    };
     // Joined before reading the log, so no output falls between the two; a
     // few bytes may show twice instead.
-    let (hub, output) = services.serial_hubs.join(id, driver.as_ref()).await?;
-    let backlog = driver
+    let mut viewer = services.serial_hubs.join(id, connect).await?;
+    viewer.backlog = driver
         .serial_log(id.into(), SERIAL_BACKLOG_BYTES)
         .await
-        .map_err(console_error)?;
-    Ok(SerialViewer {
-        backlog: Bytes::from(backlog),
-        output,
-        hub,
-    })
+        .map_err(console_error)?
+        .into();
+    Ok(viewer)
 }
 
 /// One viewer of a serial console.
@@ -240,23 +243,24 @@ impl Drop for SerialHub {
 }
 
 impl SerialHubs {
-    /// The live hub of `id`, or a new one on a new connection to the VM.
+    /// A new viewer of `id`'s console: on its live hub, or on a new one
+    /// connected with `connect`.
     async fn join(
         &self,
         id: InstanceId,
-        driver: &dyn Driver,
-    ) -> Result<(Arc<SerialHub>, broadcast::Receiver<Bytes>)> {
+        connect: impl Future<Output = Result<ConsoleStream>>,
+    ) -> Result<SerialViewer> {
         let mut hubs = self.hubs.lock().await;
         if let Some(hub) = hubs.get(&id).and_then(Weak::upgrade)
             && let Some(output) = hub.output.upgrade()
         {
-            let receiver = output.subscribe();
-            return Ok((hub, receiver));
+            return Ok(SerialViewer {
+                backlog: Bytes::new(),
+                output: output.subscribe(),
+                hub,
+            });
         }
-        let console = driver
-            .serial_console(id.into())
-            .await
-            .map_err(console_error)?;
+        let console = connect.await?;
         let (output, receiver) = broadcast::channel(OUTPUT_BUFFER);
         let (input, typed) = mpsc::channel(INPUT_BUFFER);
         let hub = Arc::new(SerialHub {
@@ -266,7 +270,11 @@ impl SerialHubs {
         });
         hubs.retain(|_, hub| hub.strong_count() > 0);
         hubs.insert(id, Arc::downgrade(&hub));
-        Ok((hub, receiver))
+        Ok(SerialViewer {
+            backlog: Bytes::new(),
+            output: receiver,
+            hub,
+        })
     }
 }
 
@@ -292,5 +300,75 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::DuplexStream;
+
+    use super::*;
+
+    /// A console connection whose far end plays the VM.
+    fn console() -> (ConsoleStream, DuplexStream) {
+        let (platform, vm) = tokio::io::duplex(1024);
+        (Box::new(platform), vm)
+    }
+
+    /// For a join that must find the live hub.
+    fn refuse_to_connect() -> std::future::Ready<Result<ConsoleStream>> {
+        std::future::ready(Err(Error::Conflict("connected a second time".to_owned())))
+    }
+
+    async fn read_some(vm: &mut DuplexStream) -> Vec<u8> {
+        let mut buffer = vec![0; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), vm.read(&mut buffer))
+            .await
+            .expect("in time")
+            .expect("read");
+        buffer.truncate(read);
+        buffer
+    }
+
+    #[tokio::test]
+    async fn viewers_share_one_connection_closed_when_the_last_leaves() {
+        let hubs = SerialHubs::default();
+        let id = InstanceId::new();
+        let (platform, mut vm) = console();
+        let mut first = hubs.join(id, async { Ok(platform) }).await.expect("join");
+        let mut second = hubs.join(id, refuse_to_connect()).await.expect("join");
+
+        vm.write_all(b"login: ").await.expect("write");
+        assert_eq!(first.output().await.expect("output"), "login: ");
+        assert_eq!(second.output().await.expect("output"), "login: ");
+        assert!(second.input(Bytes::from_static(b"root\n")).await);
+        assert_eq!(read_some(&mut vm).await, b"root\n");
+
+        drop(first);
+        vm.write_all(b"#").await.expect("write");
+        assert_eq!(second.output().await.expect("output"), "#");
+        drop(second);
+        assert_eq!(read_some(&mut vm).await, b"", "the connection closed");
+
+        let (platform, _vm) = console();
+        hubs.join(id, async { Ok(platform) })
+            .await
+            .expect("a new connection for a new viewer");
+    }
+
+    #[tokio::test]
+    async fn viewers_are_told_when_the_console_closes() {
+        let hubs = SerialHubs::default();
+        let id = InstanceId::new();
+        let (platform, vm) = console();
+        let mut viewer = hubs.join(id, async { Ok(platform) }).await.expect("join");
+        drop(vm);
+        assert_eq!(viewer.output().await, None);
+        assert!(!viewer.input(Bytes::from_static(b"x")).await);
+
+        let (platform, _vm) = console();
+        hubs.join(id, async { Ok(platform) })
+            .await
+            .expect("the next viewer connects again");
     }
 }
