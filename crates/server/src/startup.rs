@@ -15,6 +15,7 @@ use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::instances::console::SerialHubs;
 use crate::modules::instances::queue::{self, RunSettings, Runner};
 use crate::modules::instances::reconcile::Reconciler;
 use crate::modules::nodes;
@@ -105,6 +106,7 @@ impl Application {
                 user_views: UserViews::new(user_views_cache),
                 mailer,
                 drivers: Drivers::new(config_accel),
+                serial_hubs: SerialHubs::default(),
             },
         })
     }

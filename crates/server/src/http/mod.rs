@@ -11,6 +11,7 @@ pub mod admin_users;
 pub mod api_tokens;
 pub mod auth;
 pub mod catalog;
+pub mod console;
 pub mod extract;
 pub mod health;
 pub mod instances;
@@ -47,6 +48,7 @@ use crate::error::Error;
 use crate::jobs::JobQueue;
 use crate::mail::Mailer;
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::instances::console::SerialHubs;
 use crate::modules::nodes::drivers::Drivers;
 use crate::modules::users::UserViews;
 
@@ -62,6 +64,8 @@ pub struct AppState {
     pub user_views: UserViews,
     pub mailer: Mailer,
     pub drivers: Drivers,
+    /// This process' connections to serial consoles, shared by their viewers.
+    pub serial_hubs: SerialHubs,
 }
 
 impl AppState {
@@ -72,6 +76,7 @@ impl AppState {
             cache: self.cache.clone(),
             jobs: self.jobs.clone(),
             drivers: self.drivers.clone(),
+            serial_hubs: self.serial_hubs.clone(),
             ssh_host: self.config.ssh_host(),
         }
     }

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
     AppState, admin_catalog, admin_nodes, admin_outbox, admin_security, admin_users, api_tokens,
-    auth, catalog, health, instances, ssh_keys, two_factor, users,
+    auth, catalog, console, health, instances, ssh_keys, two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -28,7 +28,7 @@ use crate::http::{
         (name = "ssh-keys", description = "Public keys installed on new instances"),
         (name = "api-tokens", description = "Personal tokens for automation"),
         (name = "catalog", description = "Plans, regions and images on offer"),
-        (name = "instances", description = "Virtual machines, their actions and snapshots"),
+        (name = "instances", description = "Virtual machines, their actions, snapshots and consoles"),
         (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
@@ -141,6 +141,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(instances::restore_snapshot))
         .routes(routes!(instances::delete_snapshot))
+        .routes(routes!(console::issue_console_ticket))
+        .routes(routes!(console::serial_console))
+        .routes(routes!(console::vnc_console))
         .routes(routes!(instances::get_policy, instances::update_policy));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))

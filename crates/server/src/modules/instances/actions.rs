@@ -131,7 +131,7 @@ pub(super) async fn insert(
     .await?)
 }
 
-fn invalid_state(what: &str, status: InstanceStatus) -> Error {
+pub(super) fn invalid_state(what: &str, status: InstanceStatus) -> Error {
     Error::InvalidState {
         message: format!("Cannot {what} an instance that is {}.", status.to_value()),
         state: status.to_value(),

@@ -7,6 +7,7 @@
 //! that does not exist. Support and admins see all, and the node they run on.
 
 pub mod actions;
+pub mod console;
 pub mod events;
 pub mod policy;
 pub mod provision;
@@ -146,6 +147,7 @@ pub struct Services {
     pub cache: Cache,
     pub jobs: JobQueue,
     pub drivers: Drivers,
+    pub serial_hubs: console::SerialHubs,
     /// The host shown in `ssh.command`.
     pub ssh_host: String,
 }
