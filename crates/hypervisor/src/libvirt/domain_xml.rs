@@ -158,9 +158,11 @@ pub(crate) fn raw_volume_xml(name: &str, bytes: u64) -> String {
 }
 
 /// A qcow2 volume whose unwritten blocks read from the qcow2 at `backing_path`.
+/// Version 3 (`compat` 1.1) explicitly: some libvirt versions default to
+/// version 2, which qemu-img cannot grow once it holds snapshots.
 pub(crate) fn overlay_volume_xml(name: &str, bytes: u64, backing_path: &str) -> String {
     format!(
-        "<volume>\n  <name>{}</name>\n  <capacity unit='bytes'>{bytes}</capacity>\n  <target><format type='qcow2'/></target>\n  <backingStore>\n    <path>{}</path>\n    <format type='qcow2'/>\n  </backingStore>\n</volume>\n",
+        "<volume>\n  <name>{}</name>\n  <capacity unit='bytes'>{bytes}</capacity>\n  <target><format type='qcow2'/><compat>1.1</compat></target>\n  <backingStore>\n    <path>{}</path>\n    <format type='qcow2'/>\n  </backingStore>\n</volume>\n",
         escape(name),
         escape(backing_path)
     )
@@ -327,7 +329,7 @@ mod tests {
             "<volume>\n  <name>seed.img</name>\n  <capacity unit='bytes'>1048576</capacity>\n  <target><format type='raw'/></target>\n</volume>\n"
         );
         let overlay = overlay_volume_xml("disk.qcow2", 10 << 30, "/pool/base.qcow2");
-        assert!(overlay.contains("<capacity unit='bytes'>10737418240</capacity>\n  <target><format type='qcow2'/></target>"));
+        assert!(overlay.contains("<capacity unit='bytes'>10737418240</capacity>\n  <target><format type='qcow2'/><compat>1.1</compat></target>"));
         assert!(overlay.contains(
             "<backingStore>\n    <path>/pool/base.qcow2</path>\n    <format type='qcow2'/>"
         ));

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait as _,
+};
 use sea_orm_migration::MigratorTrait as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -63,6 +65,19 @@ impl Database {
             read,
             sqlite_file,
         })
+    }
+
+    /// A transaction on the primary that writes. On SQLite it takes the write
+    /// lock at once (`BEGIN IMMEDIATE`), waiting within the busy timeout: a
+    /// deferred transaction that reads and then writes fails outright
+    /// (`SQLITE_BUSY_SNAPSHOT`) when another connection wrote in between.
+    pub async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+        self.write
+            .begin_with_options(sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
     }
 
     /// The primary: every write and every read that must see its own writes.

@@ -10,7 +10,7 @@ use rand::RngCore as _;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, Condition, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, TransactionTrait as _,
+    QueryOrder as _,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -149,7 +149,7 @@ pub async fn rotate(
     if current.revoked_at.is_some() || current.expires_at <= at {
         return Err(RefreshError::Invalid);
     }
-    let txn = db.writer().begin().await?;
+    let txn = db.begin_write().await?;
     let marked = refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::UsedAt, at.into())
         .col_expr(refresh_token::Column::UpdatedAt, at.into())

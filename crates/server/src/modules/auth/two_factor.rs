@@ -11,7 +11,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait as _, Condition, EntityTrait as _, IntoActiveModel as _, PaginatorTrait as _,
-    QueryFilter as _, TransactionTrait as _,
+    QueryFilter as _,
 };
 use secrecy::SecretString;
 use serde::Serialize;
@@ -253,7 +253,7 @@ pub async fn confirm_enrolment(
     if !is_totp_code(code.trim()) || !accept_totp(db, &account, code.trim()).await? {
         return Err(wrong_code());
     }
-    let txn = db.writer().begin().await?;
+    let txn = db.begin_write().await?;
     let codes = replace_recovery_codes(&txn, user_id).await?;
     // Only the changed column is written, so the step `accept_totp` just
     // stored stays.
@@ -307,7 +307,7 @@ pub async fn regenerate_recovery_codes(
     code: &str,
 ) -> Result<Vec<String>> {
     reauthenticate(db, user_id, password, code).await?;
-    let txn = db.writer().begin().await?;
+    let txn = db.begin_write().await?;
     let codes = replace_recovery_codes(&txn, user_id).await?;
     txn.commit().await?;
     Ok(codes)
@@ -318,7 +318,7 @@ pub async fn regenerate_recovery_codes(
 /// as it is now.
 pub async fn clear(db: &Database, views: &UserViews, account: user::Model) -> Result<user::Model> {
     let user_id = account.id;
-    let txn = db.writer().begin().await?;
+    let txn = db.begin_write().await?;
     recovery_code::Entity::delete_many()
         .filter(recovery_code::Column::UserId.eq(user_id))
         .exec(&txn)

@@ -9,7 +9,7 @@ use sea_orm::ActiveEnum as _;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, TransactionTrait as _,
+    QueryOrder as _,
 };
 use serde::{Deserialize, Serialize};
 
@@ -214,7 +214,7 @@ pub async fn request(
         return Err(invalid_state(request.verb(), row.status));
     }
     let params = params_of(services, &row, &request).await?;
-    let txn = db.writer().begin().await?;
+    let txn = db.begin_write().await?;
     let waiting = instance_action::Entity::find()
         .filter(instance_action::Column::InstanceId.eq(id))
         .filter(

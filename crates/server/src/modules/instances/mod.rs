@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, Condition, EntityTrait as _, IntoActiveModel as _,
-    PaginatorTrait as _, QueryFilter as _, TransactionTrait as _,
+    PaginatorTrait as _, QueryFilter as _,
 };
 use serde::{Deserialize, Serialize};
 
@@ -457,7 +457,7 @@ async fn place_and_insert(
     actor: &Actor,
 ) -> Result<instance::Model> {
     let _serialized = PLACEMENT.lock().await;
-    let txn = db.writer().begin().await?;
+    let txn = db.begin_write().await?;
     let demand = provision::demand(order.plan.vcpus, order.plan.memory_mib, order.plan.disk_gib);
     let node = provision::place(&txn, order.region.id, &demand, policy.placement_strategy).await?;
     row.node_id = Set(Some(node));
@@ -605,7 +605,7 @@ async fn reserve_growth(
         .node_id
         .ok_or_else(|| anyhow::anyhow!("the instance is not on any node"))?;
     let _serialized = PLACEMENT.lock().await;
-    let txn = runner.services.db.writer().begin().await?;
+    let txn = runner.services.db.begin_write().await?;
     let free = crate::modules::nodes::candidates(&txn, row.region_id)
         .await?
         .into_iter()

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, QuerySelect as _,
-    TransactionTrait as _,
 };
 use tokio::io::AsyncReadExt as _;
 use vmcloud_hypervisor::{CloudInit, Driver, MacAddress, Network, VmSpec, VmStatus};
@@ -24,7 +23,12 @@ use crate::modules::instances::policy;
 use crate::modules::nodes::{self, placement};
 
 /// How long one look for the guest's SSH banner waits.
-const BANNER_WAIT: Duration = Duration::from_secs(5);
+const BANNER_WAIT: Duration = Duration::from_secs(2);
+/// A new look starts this often, while earlier ones still wait: a
+/// connection opened before the guest's network was up stalls in QEMU's
+/// user-mode stack for seconds, so only a fresh one answers at once.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How often the VM's own state and the deadline are checked.
 const GUEST_POLL: Duration = Duration::from_secs(1);
 
 /// Picks a node in the instance's region with room for it. Run inside the
@@ -116,7 +120,7 @@ async fn reserve(runner: &Runner, row: &instance::Model) -> anyhow::Result<node:
             .await?
             .placement_strategy;
         let _serialized = super::PLACEMENT.lock().await;
-        let txn = db.writer().begin().await?;
+        let txn = db.begin_write().await?;
         let demand = demand(row.vcpus, row.memory_mib, row.disk_gib);
         let node = place(&txn, row.region_id, &demand, strategy).await?;
         instance::Entity::update_many()
@@ -248,21 +252,32 @@ pub(super) async fn wait_for_guest(
     };
     let address = SocketAddr::new(host, port);
     let deadline = tokio::time::Instant::now() + runner.settings.boot_timeout;
+    let mut probes = tokio::task::JoinSet::new();
+    let mut next_probe = tokio::time::interval(PROBE_EVERY);
+    let mut next_check = tokio::time::interval(GUEST_POLL);
     loop {
-        if ssh_banner(address).await {
-            return Ok(());
+        tokio::select! {
+            _ = next_probe.tick() => {
+                probes.spawn(ssh_banner(address));
+            }
+            Some(answered) = probes.join_next(), if !probes.is_empty() => {
+                if answered.unwrap_or(false) {
+                    return Ok(());
+                }
+            }
+            _ = next_check.tick() => {
+                match driver.status(row.id.into()).await? {
+                    VmStatus::Running | VmStatus::Paused | VmStatus::Unknown => {}
+                    other => anyhow::bail!("the VM is {other} before its guest came up"),
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "the guest did not answer on SSH within {:?}",
+                        runner.settings.boot_timeout
+                    );
+                }
+            }
         }
-        match driver.status(row.id.into()).await? {
-            VmStatus::Running | VmStatus::Paused | VmStatus::Unknown => {}
-            other => anyhow::bail!("the VM is {other} before its guest came up"),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!(
-                "the guest did not answer on SSH within {:?}",
-                runner.settings.boot_timeout
-            );
-        }
-        tokio::time::sleep(GUEST_POLL).await;
     }
 }
 

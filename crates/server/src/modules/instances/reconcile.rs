@@ -19,7 +19,7 @@ use std::time::Duration;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, IntoActiveModel as _,
-    QueryFilter as _, TransactionTrait as _,
+    QueryFilter as _,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -163,8 +163,7 @@ async fn repair(
     };
     tracing::warn!(instance = %row.id, ?vm, reason, "repairing drift");
     let from = row.status;
-    let db = runner.services.db.writer();
-    let txn = db.begin().await?;
+    let txn = runner.services.db.begin_write().await?;
     let mut active = row.into_active_model();
     active.status = Set(status);
     active.status_reason = Set(Some(reason));

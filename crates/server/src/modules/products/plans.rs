@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, IntoActiveModel as _,
-    QueryFilter as _, QueryOrder as _, TransactionTrait as _,
+    QueryFilter as _, QueryOrder as _,
 };
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +140,7 @@ pub async fn create(db: &Database, actor: &Actor, new: NewPlan) -> Result<PlanVi
             .collect(),
     )?;
     let regions = resolve_regions(db, &new.regions).await?;
-    let txn = db.writer().begin().await?;
+    let txn = db.begin_write().await?;
     let row = product::ActiveModel {
         slug: Set(new.slug),
         name: Set(new.name.trim().to_owned()),
@@ -212,7 +212,7 @@ pub async fn update(
     if let Some(order) = changes.sort_order {
         active.sort_order = Set(order);
     }
-    let txn = db.writer().begin().await?;
+    let txn = db.begin_write().await?;
     active.update(&txn).await?;
     if let Some(regions) = regions {
         set_regions(&txn, id, &regions).await?;
@@ -225,7 +225,7 @@ pub async fn update(
 pub async fn delete(db: &Database, actor: &Actor, id: ProductId) -> Result<()> {
     actor.require_admin()?;
     get(db, id).await?;
-    let txn = db.writer().begin().await?;
+    let txn = db.begin_write().await?;
     set_regions(&txn, id, &[]).await?;
     product::Entity::delete_by_id(id)
         .exec(&txn)
