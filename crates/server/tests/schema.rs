@@ -614,6 +614,7 @@ async fn every_entity_round_trips_with_every_column_set() {
             disk_write_bytes: 6_000_000_000,
             net_rx_bytes: 7_000_000_000,
             net_tx_bytes: 8_000_000_000,
+            resolution_secs: 300,
             created_at: at(2),
             updated_at: at(2),
         },

@@ -47,6 +47,7 @@ use crate::error::Error;
 use crate::jobs::JobQueue;
 use crate::mail::Mailer;
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::instances::metrics::LatestReadings;
 use crate::modules::nodes::drivers::Drivers;
 use crate::modules::users::UserViews;
 
@@ -62,6 +63,8 @@ pub struct AppState {
     pub user_views: UserViews,
     pub mailer: Mailer,
     pub drivers: Drivers,
+    /// What the instance metrics sampler last read, for `/metrics`.
+    pub instance_readings: LatestReadings,
 }
 
 impl AppState {

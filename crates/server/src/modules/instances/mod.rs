@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod events;
+pub mod metrics;
 pub mod policy;
 pub mod provision;
 pub mod queue;
