@@ -8,6 +8,9 @@
 //!   prefix on that server; otherwise they use the in-process backend only.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cloud;
+pub mod rows;
+
 use std::time::Duration;
 
 use sea_orm::ConnectionTrait as _;

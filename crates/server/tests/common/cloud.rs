@@ -1,0 +1,180 @@
+//! The platform with its local QEMU node and the real test guest, for the
+//! tests that boot VMs, and the admin steps that offer an image and plans.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::Rng as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+use vmcloud_server::config::{Config, QemuAccel};
+use vmcloud_server::db::entities::user::UserRole;
+
+use super::{Session, TestApp, eventually, eventually_within};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+/// Bound on waits for VMs booting, stopping or being snapshotted under TCG.
+pub const SLOW: Duration = Duration::from_secs(300);
+
+pub fn guest_image() -> Option<PathBuf> {
+    let image = std::env::var_os("VMCLOUD_TEST_GUEST_IMAGE").map(PathBuf::from);
+    if image.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED instance boot test: set VMCLOUD_TEST_GUEST_IMAGE to the test guest's \
+             disk.qcow2 (guest/build.sh --out DIR) to run it ***\n"
+        );
+    }
+    image
+}
+
+/// The platform with its local QEMU node, SSH ports on loopback from a
+/// range no concurrent test uses.
+pub fn with_local_node(config: &mut Config) {
+    config.local_node = true;
+    config.qemu_accel = QemuAccel::Tcg;
+    config.ssh_bind = "127.0.0.1".parse().expect("ip");
+    let base = rand::rng().random_range(200..600_u16) * 100;
+    config.ssh_port_min = base;
+    config.ssh_port_max = base + 99;
+    config.guest_boot_timeout_secs = 300;
+    config.guest_stop_timeout_secs = 30;
+}
+
+pub struct Cloud {
+    pub app: TestApp,
+    pub admin: Session,
+}
+
+impl Cloud {
+    pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let app = TestApp::spawn_with(|config| {
+            with_local_node(config);
+            configure(config);
+        })
+        .await;
+        let admin_id = app
+            .create_user("root@example.org", PASSWORD, UserRole::Admin)
+            .await;
+        let admin = app.session_for(&admin_id).await;
+        Self { app, admin }
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Value {
+        let response = self
+            .app
+            .send_json(Method::POST, path, &self.admin, body)
+            .await;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("json");
+        assert!(status == 201 || status == 202, "{path}: {status} {body}");
+        body
+    }
+
+    /// Registers an image from a local qcow2 and waits until it is imported.
+    pub async fn image(&self, slug: &str, file: &Path) -> Value {
+        let image = self
+            .admin_post(
+                "/api/v1/admin/images",
+                &json!({
+                    "slug": slug, "name": format!("Image {slug}"), "os_family": "linux",
+                    "os_version": "1", "default_user": "root",
+                    "source": file.to_string_lossy(), "min_disk_gib": 1,
+                }),
+            )
+            .await;
+        let id = image["id"].as_str().expect("id").to_owned();
+        let image = eventually("the image import", || async {
+            let image = self
+                .app
+                .fetch_json(
+                    Method::GET,
+                    &format!("/api/v1/admin/images/{id}"),
+                    &self.admin,
+                )
+                .await;
+            (image["status"] != "importing").then_some(image)
+        })
+        .await;
+        assert_eq!(image["status"], "available", "{image}");
+        image
+    }
+
+    pub async fn plan(&self, slug: &str, vcpus: u32, memory_mib: u32, disk_gib: u32) {
+        self.admin_post(
+            "/api/v1/admin/products",
+            &json!({
+                "slug": slug, "name": format!("Plan {slug}"), "vcpus": vcpus,
+                "memory_mib": memory_mib, "disk_gib": disk_gib, "transfer_gib": 100,
+                "regions": ["local"],
+            }),
+        )
+        .await;
+    }
+
+    pub async fn customer(&self, email: &str) -> Session {
+        let id = self
+            .app
+            .create_user(email, PASSWORD, UserRole::Customer)
+            .await;
+        self.app.session_for(&id).await
+    }
+
+    pub async fn instance(&self, session: &Session, id: &str) -> Value {
+        self.app
+            .fetch_json(Method::GET, &format!("/api/v1/instances/{id}"), session)
+            .await
+    }
+
+    /// Waits for an action to finish and returns it; panics if it failed.
+    pub async fn finished(&self, session: &Session, instance: &str, action: &Value) -> Value {
+        let path = format!(
+            "/api/v1/instances/{instance}/actions/{}",
+            action["id"].as_str().expect("action id")
+        );
+        let done = eventually_within("the action to finish", SLOW, || async {
+            let action = self.app.fetch_json(Method::GET, &path, session).await;
+            matches!(action["status"].as_str(), Some("succeeded" | "failed")).then_some(action)
+        })
+        .await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["step"], done["total_steps"], "{done}");
+        done
+    }
+
+    pub async fn act(&self, session: &Session, instance: &str, body: Value) -> Value {
+        let response = self
+            .app
+            .send_json(
+                Method::POST,
+                &format!("/api/v1/instances/{instance}/actions"),
+                session,
+                &body,
+            )
+            .await;
+        assert_eq!(response.status(), 202, "{body}");
+        let action: Value = response.json().await.expect("json");
+        self.finished(session, instance, &action).await
+    }
+
+    /// Orders an instance of the `small` plan and the `tiny` image in the
+    /// local region, waits until it runs and returns its id.
+    pub async fn running_instance(&self, session: &Session, hostname: &str) -> String {
+        let created = self
+            .app
+            .send_json(
+                Method::POST,
+                "/api/v1/instances",
+                session,
+                &json!({"plan": "small", "image": "tiny", "region": "local", "hostname": hostname}),
+            )
+            .await;
+        assert_eq!(created.status(), 202);
+        let created: Value = created.json().await.expect("json");
+        let id = created["id"].as_str().expect("id").to_owned();
+        self.finished(session, &id, &created["pending_action"])
+            .await;
+        id
+    }
+}
