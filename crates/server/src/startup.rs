@@ -16,6 +16,7 @@ use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
 use crate::modules::instances::console::SerialHubs;
+use crate::modules::instances::metrics::{LatestReadings, Sampler};
 use crate::modules::instances::queue::{self, RunSettings, Runner};
 use crate::modules::instances::reconcile::Reconciler;
 use crate::modules::nodes;
@@ -107,6 +108,7 @@ impl Application {
                 mailer,
                 drivers: Drivers::new(config_accel),
                 serial_hubs: SerialHubs::default(),
+                instance_readings: LatestReadings::default(),
             },
         })
     }
@@ -138,6 +140,14 @@ impl Application {
             Duration::from_secs(state.config.reconcile_interval_secs),
             shutdown.child_token(),
         ));
+        let sampler = tokio::spawn(
+            Sampler::new(
+                state.instances(),
+                state.instance_readings.clone(),
+                Duration::from_secs(state.config.metrics_interval_secs),
+            )
+            .run(shutdown.child_token()),
+        );
         let router = match role {
             Role::Serve => http::router(state.clone()),
             Role::Worker => http::probe_router(state.clone()),
@@ -168,6 +178,7 @@ impl Application {
         // The pool bounds its own drain by the same grace period.
         workers.await.context("worker pool task failed")?;
         reconciler.await.context("reconciler task failed")?;
+        sampler.await.context("metrics sampler task failed")?;
         if let Err(err) = views.await.context("view invalidation task failed")? {
             tracing::warn!(error = %err, "view invalidation listener stopped");
         }

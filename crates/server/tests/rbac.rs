@@ -103,6 +103,7 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("POST /api/v1/instances/{id}/actions", Account),
         ("GET /api/v1/instances/{id}/actions", Account),
         ("GET /api/v1/instances/{id}/actions/{action_id}", Account),
+        ("GET /api/v1/instances/{id}/metrics", Account),
         ("GET /api/v1/instances/{id}/snapshots", Account),
         ("POST /api/v1/instances/{id}/snapshots", Account),
         (

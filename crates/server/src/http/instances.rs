@@ -14,6 +14,7 @@ use crate::http::problem::Problem;
 use crate::ids::{InstanceActionId, InstanceId};
 use crate::modules::audit::{self, Event};
 use crate::modules::instances::actions::{self, ActionRequest, ActionView};
+use crate::modules::instances::metrics::{self, MetricSeries, MetricsRange};
 use crate::modules::instances::policy::{self, InstancePolicy};
 use crate::modules::instances::snapshots::{self, NewSnapshot, SnapshotView};
 use crate::modules::instances::{self, InstanceChanges, InstanceFilter, InstanceView, NewInstance};
@@ -85,6 +86,37 @@ pub async fn get(
     Path(id): Path<InstanceId>,
 ) -> Result<Json<InstanceView>> {
     Ok(Json(instances::get(&state.instances(), &actor, id).await?))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsQuery {
+    /// The window: `1h` (one point per sample, the default), `24h`
+    /// (5-minute averages) or `7d` (hourly averages).
+    #[param(value_type = Option<MetricsRange>, inline)]
+    pub range: Option<String>,
+}
+
+/// An instance's resource usage over a window: CPU and memory averages and
+/// disk and network byte rates, oldest first.
+#[utoipa::path(get, path = "/instances/{id}/metrics", tag = "instances", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path), MetricsQuery),
+    responses(
+        (status = 200, body = MetricSeries),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown `range`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_metrics(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    Path(id): Path<InstanceId>,
+    Query(query): Query<MetricsQuery>,
+) -> Result<Json<MetricSeries>> {
+    let range = query
+        .range
+        .as_deref()
+        .map_or(Ok(MetricsRange::LastHour), str::parse)?;
+    Ok(Json(metrics::series(&state.db, &actor, id, range).await?))
 }
 
 /// Rename an instance (its label; the host name stays).

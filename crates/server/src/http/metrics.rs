@@ -1,5 +1,6 @@
 //! Prometheus metrics: request counts and latencies per route, and, at each
-//! scrape, the database pool and the job queue depth.
+//! scrape, the database pool, the job queue depth and the latest usage of
+//! each instance this process samples.
 
 use std::time::{Duration, Instant};
 
@@ -54,9 +55,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
         Ok(Err(err)) => tracing::warn!(error = format!("{err:#}"), "queue stats failed"),
         Err(_) => tracing::warn!("queue stats timed out"),
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    text.push_str(&state.instance_readings.render_prometheus());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

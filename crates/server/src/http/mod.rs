@@ -49,6 +49,7 @@ use crate::jobs::JobQueue;
 use crate::mail::Mailer;
 use crate::modules::auth::keys::KeyRing;
 use crate::modules::instances::console::SerialHubs;
+use crate::modules::instances::metrics::LatestReadings;
 use crate::modules::nodes::drivers::Drivers;
 use crate::modules::users::UserViews;
 
@@ -66,6 +67,8 @@ pub struct AppState {
     pub drivers: Drivers,
     /// This process' connections to serial consoles, shared by their viewers.
     pub serial_hubs: SerialHubs,
+    /// What the instance metrics sampler last read, for `/metrics`.
+    pub instance_readings: LatestReadings,
 }
 
 impl AppState {

@@ -135,6 +135,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(instances::request_action, instances::list_actions))
         .routes(routes!(instances::get_action))
+        .routes(routes!(instances::get_metrics))
         .routes(routes!(
             instances::list_snapshots,
             instances::create_snapshot

@@ -1,5 +1,5 @@
 //! The platform with its local QEMU node booting the real test guest, for
-//! the tests of instances and their consoles.
+//! the tests of instances, their consoles and their metrics.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ pub fn guest_image() -> Option<PathBuf> {
 
 /// The platform with its local QEMU node, SSH ports on loopback from a
 /// range no concurrent test uses.
-fn with_local_node(config: &mut Config) {
+pub fn with_local_node(config: &mut Config) {
     config.local_node = true;
     config.qemu_accel = QemuAccel::Tcg;
     config.ssh_bind = "127.0.0.1".parse().expect("ip");

@@ -9,6 +9,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cloud;
+pub mod rows;
 
 use std::time::Duration;
 

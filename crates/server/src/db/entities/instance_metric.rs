@@ -1,5 +1,6 @@
-//! One resource-usage sample of an instance. Byte counters are cumulative as
-//! the hypervisor reports them; rates are derived between samples.
+//! One resource-usage sample of an instance, or the rollup of several as
+//! they age. Byte counters are cumulative as the hypervisor reports them
+//! (the last sample's, in a rollup); rates are derived between rows.
 
 use sea_orm::entity::prelude::*;
 
@@ -17,8 +18,12 @@ pub struct Model {
     pub memory_used_mib: i64,
     pub disk_read_bytes: i64,
     pub disk_write_bytes: i64,
+    /// 0 where the network backend has no counters (QEMU user networking).
     pub net_rx_bytes: i64,
     pub net_tx_bytes: i64,
+    /// The seconds this row stands for: the sampling interval for a raw
+    /// sample, the bucket for a rollup.
+    pub resolution_secs: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

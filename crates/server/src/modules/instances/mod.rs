@@ -9,6 +9,7 @@
 pub mod actions;
 pub mod console;
 pub mod events;
+pub mod metrics;
 pub mod policy;
 pub mod provision;
 pub mod queue;
