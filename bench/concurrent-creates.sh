@@ -53,9 +53,13 @@ try:
     def create(i):
         client = Api(server.port, api.token)
         t = time.monotonic()
-        view = client.ok("POST", "/api/v1/instances",
-                         {"plan": "demo-nano", "image": "vmcloud-test-guest", "region": "local",
-                          "hostname": f"c{i}", "ssh_key_ids": [key_id]})
+        status, view = client.request(
+            "POST", "/api/v1/instances",
+            {"plan": "demo-nano", "image": "vmcloud-test-guest", "region": "local",
+             "hostname": f"c{i}", "ssh_key_ids": [key_id]})
+        if status != 202:
+            print(f"create {i}: {status} {view}", flush=True)
+            return
         with lock:
             ids.append((view["id"], view["pending_action"]["id"]))
             accepted.append(time.monotonic() - t)
@@ -65,6 +69,8 @@ try:
         t.start()
     for t in threads:
         t.join()
+    if len(ids) < count:
+        raise SystemExit(f"only {len(ids)} of {count} creates were accepted")
     print(f"{count} creates accepted (202) in {time.monotonic() - start:.2f} s; "
           f"each POST {summary(accepted, 'ms', 1000, 0)}", flush=True)
 
