@@ -11,6 +11,7 @@ mod m20261125_000007_email_outbox;
 mod m20261125_000008_node_overcommit;
 mod m20261125_000009_instance_lifecycle;
 mod m20261125_000010_instance_metric_resolution;
+mod m20261125_000011_instance_list_index;
 
 /// `created_at` and `updated_at`, as every table has them.
 fn timestamp_columns() -> [ColumnDef; 2] {
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000008_node_overcommit::Migration),
             Box::new(m20261125_000009_instance_lifecycle::Migration),
             Box::new(m20261125_000010_instance_metric_resolution::Migration),
+            Box::new(m20261125_000011_instance_list_index::Migration),
         ]
     }
 }
