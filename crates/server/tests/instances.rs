@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use common::cloud::{Cloud, PASSWORD, SLOW, guest_image};
@@ -95,6 +94,7 @@ async fn a_customer_runs_a_vm_through_its_whole_life() {
 #[cfg(feature = "libvirt")]
 #[tokio::test]
 async fn a_vm_lives_the_same_life_on_a_libvirt_node() {
+    use std::io::Write as _;
     let Some(guest) = guest_image() else { return };
     let Some(uri) = std::env::var("VMCLOUD_TEST_LIBVIRT_URI")
         .ok()

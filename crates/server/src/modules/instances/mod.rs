@@ -323,20 +323,9 @@ async fn check_keys(
     Ok(keys)
 }
 
-/// RFC 1123 host names: labels of 1–63 letters, digits and inner hyphens,
-/// 253 characters in all.
+/// RFC 1123 host names, as the guest's cloud-init seed needs them.
 pub fn check_hostname(name: &str) -> std::result::Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if valid {
+    if vmcloud_hypervisor::spec::is_hostname(name) {
         Ok(())
     } else {
         Err(
