@@ -208,7 +208,7 @@ async fn mark_node(runner: &Runner, node: &node::Model, answered: bool) -> anyho
     active.status = Set(status);
     if answered {
         active.last_seen_at = Set(Some(crate::db::entities::now()));
-        if let Some(accelerator) = runner.services.drivers.accelerator(node.id) {
+        if let Some(accelerator) = runner.services.drivers.accelerator(node.id).await {
             active.accelerator = Set(Some(accelerator));
         }
     }

@@ -17,16 +17,17 @@ use crate::ids::NodeId;
 #[derive(Clone, Debug)]
 pub struct Drivers {
     accel: QemuAccel,
-    made: Arc<Mutex<HashMap<NodeId, Arc<dyn Driver>>>>,
-    accelerators: Arc<std::sync::Mutex<HashMap<NodeId, Accelerator>>>,
+    made: Arc<Mutex<HashMap<NodeId, MadeDriver>>>,
 }
+
+/// A node's driver, with the accelerator it settled on.
+type MadeDriver = (Arc<dyn Driver>, Accel);
 
 impl Drivers {
     pub fn new(accel: QemuAccel) -> Self {
         Self {
             accel,
             made: Arc::default(),
-            accelerators: Arc::default(),
         }
     }
 
@@ -34,7 +35,7 @@ impl Drivers {
     /// [`Error::Unavailable`] naming it, and is tried again next time.
     pub async fn for_node(&self, node: &node::Model) -> Result<Arc<dyn Driver>> {
         let mut made = self.made.lock().await;
-        if let Some(driver) = made.get(&node.id) {
+        if let Some((driver, _)) = made.get(&node.id) {
             return Ok(driver.clone());
         }
         let (driver, accel): (Arc<dyn Driver>, _) = match node.driver {
@@ -47,21 +48,14 @@ impl Drivers {
             }
             NodeDriver::Libvirt => self.libvirt(node).await?,
         };
-        self.accelerators
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(node.id, accelerator(accel));
-        made.insert(node.id, driver.clone());
+        made.insert(node.id, (driver.clone(), accel));
         Ok(driver)
     }
 
     /// The accelerator a node's driver settled on, once it was made.
-    pub fn accelerator(&self, node: NodeId) -> Option<Accelerator> {
-        self.accelerators
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&node)
-            .copied()
+    pub async fn accelerator(&self, node: NodeId) -> Option<Accelerator> {
+        let made = self.made.lock().await;
+        made.get(&node).map(|(_, accel)| accelerator(*accel))
     }
 
     #[cfg(feature = "libvirt")]
