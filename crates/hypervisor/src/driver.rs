@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::qemu::qmp::QmpError;
@@ -103,6 +104,13 @@ impl fmt::Display for VmStatus {
             Self::Unknown => "unknown",
         })
     }
+}
+
+/// A VM's status changed on the node, as its hypervisor reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmEvent {
+    pub id: Uuid,
+    pub status: VmStatus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +211,11 @@ pub trait Driver: Send + Sync + fmt::Debug {
     async fn stats(&self, id: Uuid) -> Result<VmStats>;
     /// Every VM defined on this node, for reconcilers looking for drift.
     async fn list(&self) -> Result<Vec<VmSummary>>;
+    /// Status changes of this node's VMs as they happen (`Missing` once one
+    /// is gone), including those nobody asked for: a guest powering itself
+    /// off, a crash. Best effort: a lagging receiver misses some, so callers
+    /// treat an event as a reason to read the state again.
+    fn events(&self) -> broadcast::Receiver<VmEvent>;
 }
 
 #[cfg(test)]

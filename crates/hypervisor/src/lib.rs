@@ -13,8 +13,8 @@ pub mod spec;
 mod vm_locks;
 
 pub use driver::{
-    ByteStream, ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmStats, VmStatus,
-    VmSummary, VncEndpoint,
+    ByteStream, ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmEvent, VmStats,
+    VmStatus, VmSummary, VncEndpoint,
 };
 #[cfg(feature = "libvirt")]
 pub use libvirt::{LibvirtConfig, LibvirtDriver};

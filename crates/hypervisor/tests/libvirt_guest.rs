@@ -13,9 +13,11 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BOOT_TIMEOUT, guest_image, key_pair, ssh, wait_for_serial, wait_for_serial_times};
+use common::{
+    BOOT_TIMEOUT, guest_image, key_pair, ssh, wait_for_event, wait_for_serial,
+    wait_for_serial_times,
+};
 use tokio::io::AsyncReadExt;
-use tokio::sync::broadcast;
 use uuid::Uuid;
 use vmcloud_hypervisor::{
     Accel, AccelChoice, Driver, LibvirtConfig, LibvirtDriver, Network, StopOutcome, VmStatus,
@@ -68,25 +70,6 @@ impl Drop for Cleanup {
             virsh(&self.uri, &["vol-delete", "--pool", "vmcloud", &volume]);
         }
     }
-}
-
-/// Waits until the driver reports `wanted` for `id` among its events.
-async fn wait_for_event(
-    events: &mut broadcast::Receiver<(Uuid, VmStatus)>,
-    id: Uuid,
-    wanted: VmStatus,
-) {
-    let waited = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match events.recv().await {
-                Ok(event) if event == (id, wanted) => return,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("event channel closed"),
-            }
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "no {wanted} event for {id}");
 }
 
 /// Reads the console stream until `needle` went by.

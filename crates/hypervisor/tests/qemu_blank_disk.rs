@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{TestNode, wait_for_serial};
+use common::{TestNode, wait_for_event, wait_for_serial};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -450,6 +450,35 @@ async fn qmp_client_sees_real_qemu_events() {
         node.driver.status(spec.id).await.expect("status"),
         VmStatus::Stopped
     );
+}
+
+#[tokio::test]
+async fn events_report_changes_nobody_asked_the_driver_for() {
+    let mut node = TestNode::new().await;
+    let spec = node.blank_spec("watched");
+    let id = spec.id;
+    node.driver.define(&spec).await.expect("define");
+    let mut events = node.driver.events();
+    node.driver.start(id).await.expect("start");
+
+    // Commands sent straight to QEMU, as an operator with a monitor would.
+    qmp_query(&node, id, "stop").await;
+    wait_for_event(&mut events, id, VmStatus::Paused).await;
+    qmp_query(&node, id, "cont").await;
+    wait_for_event(&mut events, id, VmStatus::Running).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &node.qemu_pid(id).to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_for_event(&mut events, id, VmStatus::Crashed).await;
+
+    // A VM that outlived the driver is watched by the next one.
+    node.driver.start(id).await.expect("start again");
+    node.restart_driver().await;
+    let mut events = node.driver.events();
+    qmp_query(&node, id, "quit").await;
+    wait_for_event(&mut events, id, VmStatus::Stopped).await;
 }
 
 #[tokio::test]

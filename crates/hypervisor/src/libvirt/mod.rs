@@ -34,8 +34,8 @@ use self::domain_xml::{
 };
 use crate::cloud_init::SeedFiles;
 use crate::driver::{
-    ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmStats, VmStatus, VmSummary,
-    VncEndpoint, bounded,
+    ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmEvent, VmStats, VmStatus,
+    VmSummary, VncEndpoint, bounded,
 };
 use crate::qemu::accel::Accel;
 use crate::qemu::{AccelChoice, validate_snapshot_name};
@@ -85,7 +85,7 @@ pub struct LibvirtDriver {
     locks: VmLocks,
     /// Serializes base image uploads, so two defines never upload the same one.
     base_upload: tokio::sync::Mutex<()>,
-    events: broadcast::Sender<(Uuid, VmStatus)>,
+    events: broadcast::Sender<VmEvent>,
 }
 
 /// What the blocking side of every operation needs.
@@ -145,15 +145,6 @@ impl LibvirtDriver {
     /// The accelerator domains are defined with.
     pub fn accel(&self) -> Accel {
         self.node.accel
-    }
-
-    /// Status changes of this driver's VMs, `Missing` once one is undefined.
-    ///
-    /// virt 0.5 has no binding for libvirt's domain event callbacks and the
-    /// workspace forbids `unsafe`, so the driver reads every domain's state
-    /// once per `event_poll_interval` (one listing call) and reports changes.
-    pub fn events(&self) -> broadcast::Receiver<(Uuid, VmStatus)> {
-        self.events.subscribe()
     }
 
     /// Runs `work` on the blocking pool with the (re)opened connection.
@@ -645,11 +636,7 @@ fn find_snapshot(
 }
 
 /// Reports status changes of the driver's domains until the driver is gone.
-async fn watch_domains(
-    node: Weak<Node>,
-    events: broadcast::Sender<(Uuid, VmStatus)>,
-    interval: Duration,
-) {
+async fn watch_domains(node: Weak<Node>, events: broadcast::Sender<VmEvent>, interval: Duration) {
     let mut known: HashMap<Uuid, VmStatus> = HashMap::new();
     loop {
         tokio::time::sleep(interval).await;
@@ -676,11 +663,14 @@ async fn watch_domains(
         };
         for (&id, &status) in &current {
             if known.get(&id) != Some(&status) {
-                let _ = events.send((id, status));
+                let _ = events.send(VmEvent { id, status });
             }
         }
         for &id in known.keys().filter(|id| !current.contains_key(id)) {
-            let _ = events.send((id, VmStatus::Missing));
+            let _ = events.send(VmEvent {
+                id,
+                status: VmStatus::Missing,
+            });
         }
         known = current;
     }
@@ -940,6 +930,13 @@ impl Driver for LibvirtDriver {
         let limit = self.node.config.op_timeout;
         self.blocking("list", limit, |_, connection| list_domains(connection))
             .await
+    }
+
+    /// virt 0.5 has no binding for libvirt's domain event callbacks and the
+    /// workspace forbids `unsafe`, so the driver reads every domain's state
+    /// once per `event_poll_interval` (one listing call) and reports changes.
+    fn events(&self) -> broadcast::Receiver<VmEvent> {
+        self.events.subscribe()
     }
 }
 

@@ -42,6 +42,14 @@ pub(crate) fn qemu_args(spec: &VmSpec, paths: &VmPaths, accel: Accel) -> Vec<Str
         ),
     );
     push("-mon", "chardev=qmp,mode=control".into());
+    push(
+        "-chardev",
+        format!(
+            "socket,id=events,path={},server=on,wait=off",
+            option_value(&paths.events)
+        ),
+    );
+    push("-mon", "chardev=events,mode=control".into());
     // The log keeps boot output that nobody was connected to see.
     push(
         "-chardev",
@@ -193,12 +201,16 @@ mod tests {
             value_of(&args, "-chardev"),
             [
                 format!("socket,id=qmp,path={dir}/qmp.sock,server=on,wait=off"),
+                format!("socket,id=events,path={dir}/events.sock,server=on,wait=off"),
                 format!(
                     "socket,id=serial0,path={dir}/serial.sock,server=on,wait=off,logfile={dir}/serial.log,logappend=on"
                 ),
             ]
         );
-        assert_eq!(value_of(&args, "-mon"), ["chardev=qmp,mode=control"]);
+        assert_eq!(
+            value_of(&args, "-mon"),
+            ["chardev=qmp,mode=control", "chardev=events,mode=control"]
+        );
         assert_eq!(value_of(&args, "-serial"), ["chardev:serial0"]);
     }
 

@@ -16,6 +16,7 @@ mod disk;
 mod paths;
 mod process;
 pub mod qmp;
+mod watch;
 
 pub use disk::{BaseImage, import_base_image};
 
@@ -36,10 +37,11 @@ use self::disk::{GIB, QemuImg, SnapshotOp};
 use self::paths::{MAX_SOCKET_PATH, VmPaths};
 use self::process::QemuProcess;
 use self::qmp::QmpClient;
+use self::watch::Watchers;
 use crate::cloud_init::SeedFiles;
 use crate::driver::{
-    ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmStats, VmStatus, VmSummary,
-    VncEndpoint, bounded,
+    ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmEvent, VmStats, VmStatus,
+    VmSummary, VncEndpoint, bounded,
 };
 use crate::spec::{Network, VmSpec, validate_size};
 use crate::vm_locks::VmLocks;
@@ -91,6 +93,7 @@ pub struct QemuDriver {
     vms_dir: PathBuf,
     accel: AccelProbe,
     locks: VmLocks,
+    watchers: Watchers,
 }
 
 impl QemuDriver {
@@ -117,12 +120,16 @@ impl QemuDriver {
             },
         };
         tracing::info!(accel = ?accel.accel, reason = %accel.reason, "QEMU driver ready");
-        Ok(Self {
+        let driver = Self {
             config,
             vms_dir,
             accel,
             locks: VmLocks::default(),
-        })
+            watchers: Watchers::new(),
+        };
+        // VMs that outlived the previous driver are watched again.
+        driver.list_vms().await?;
+        Ok(driver)
     }
 
     /// The accelerator VMs start with, and why (for the node's status page).
@@ -283,7 +290,10 @@ impl QemuDriver {
         // With -daemonize this returns once the VM runs (or failed to start).
         run(command(&self.config.qemu_system).args(&args)).await?;
         match process::find(&paths.pidfile)? {
-            QemuProcess::Alive(_) => Ok(()),
+            QemuProcess::Alive(_) => {
+                self.watchers.watch(id, paths);
+                Ok(())
+            }
             _ => Err(Error::Unavailable(format!(
                 "QEMU for VM {id} exited right after starting"
             ))),
@@ -566,6 +576,12 @@ impl QemuDriver {
             })?);
         }
         vms.sort_by_key(|vm| vm.id);
+        // Also catches VMs another process's driver started.
+        for vm in &vms {
+            if matches!(vm.status, VmStatus::Running | VmStatus::Paused) {
+                self.watchers.watch(vm.id, self.paths(vm.id));
+            }
+        }
         Ok(vms)
     }
 }
@@ -714,6 +730,10 @@ impl Driver for QemuDriver {
 
     async fn list(&self) -> Result<Vec<VmSummary>> {
         bounded("list", self.config.op_timeout, self.list_vms()).await
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<VmEvent> {
+        self.watchers.subscribe()
     }
 }
 

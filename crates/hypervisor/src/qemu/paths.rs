@@ -18,6 +18,8 @@ pub(crate) struct VmPaths {
     pub seed: PathBuf,
     pub pidfile: PathBuf,
     pub qmp: PathBuf,
+    /// A second monitor, held open by the driver's event watcher.
+    pub events: PathBuf,
     pub serial: PathBuf,
     pub serial_log: PathBuf,
     pub vnc: PathBuf,
@@ -35,6 +37,7 @@ impl VmPaths {
             seed: file("seed.img"),
             pidfile: file("qemu.pid"),
             qmp: file("qmp.sock"),
+            events: file("events.sock"),
             serial: file("serial.sock"),
             serial_log: file("serial.log"),
             vnc: file("vnc.sock"),
@@ -43,7 +46,7 @@ impl VmPaths {
         }
     }
 
-    pub fn sockets(&self) -> [&Path; 3] {
-        [&self.qmp, &self.serial, &self.vnc]
+    pub fn sockets(&self) -> [&Path; 4] {
+        [&self.qmp, &self.events, &self.serial, &self.vnc]
     }
 }

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::Command;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 use vmcloud_hypervisor::{
-    Accel, AccelChoice, CloudInit, Driver, MacAddress, Network, QemuConfig, QemuDriver, VmSpec,
+    Accel, AccelChoice, CloudInit, Driver, MacAddress, Network, QemuConfig, QemuDriver, VmEvent,
+    VmSpec, VmStatus,
 };
 
 pub struct TestNode {
@@ -222,4 +224,19 @@ pub async fn ssh(key: &Path, port: u16, remote_command: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits until the driver reports `wanted` for `id` among its events.
+pub async fn wait_for_event(events: &mut broadcast::Receiver<VmEvent>, id: Uuid, wanted: VmStatus) {
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.recv().await {
+                Ok(event) if event == (VmEvent { id, status: wanted }) => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("event channel closed"),
+            }
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "no {wanted} event for {id}");
 }
