@@ -31,27 +31,34 @@ async fn key_pair(dir: &Path) -> (PathBuf, String) {
     (private, public.trim().to_owned())
 }
 
-/// Runs a command in the guest, retrying while its SSH server comes up.
-async fn ssh(key: &Path, ssh: &Value, remote: &str) -> String {
+/// The command that runs `remote` in the guest over SSH.
+fn ssh_command(key: &Path, ssh: &Value, remote: &str) -> Command {
     let port = ssh["port"].as_u64().expect("port").to_string();
     let target = format!(
         "{}@{}",
         ssh["user"].as_str().expect("user"),
         ssh["host"].as_str().expect("host")
     );
+    let mut command = Command::new("ssh");
+    command
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+        .args([
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .args(["-o", "LogLevel=ERROR", "-p", &port, "-i"])
+        .arg(key)
+        .arg(&target)
+        .arg(remote);
+    command
+}
+
+/// Runs a command in the guest, retrying while its SSH server comes up.
+async fn ssh(key: &Path, access: &Value, remote: &str) -> String {
     eventually_within("SSH into the guest", SLOW, || async {
-        let output = Command::new("ssh")
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-            .args([
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=10",
-            ])
-            .args(["-o", "LogLevel=ERROR", "-p", &port, "-i"])
-            .arg(key)
-            .arg(&target)
-            .arg(remote)
+        let output = ssh_command(key, access, remote)
             .output()
             .await
             .expect("ssh runs");
@@ -229,6 +236,23 @@ async fn whole_life(cloud: &Cloud, guest: &Path) -> String {
     assert_eq!(problem(refused).await["state"], "stopped");
     cloud.act(&customer, &id, json!({"type": "start"})).await;
     assert_eq!(cloud.instance(&customer, &id).await["status"], "running");
+
+    // The guest powers itself off. The node reports it at once; the
+    // reconciler's timer is an hour away in tests.
+    assert_eq!(ssh(&private_key, &access, "hostname").await, "ada-web-1");
+    // The session may end with the guest before ssh reports success.
+    let shutdown = ssh_command(&private_key, &access, "poweroff")
+        .output()
+        .await
+        .expect("ssh runs");
+    eprintln!("poweroff over SSH: {shutdown:?}");
+    let stopped = eventually_within("the instance to read as stopped", SLOW, || async {
+        let instance = cloud.instance(&customer, &id).await;
+        (instance["status"] == "stopped").then_some(instance)
+    })
+    .await;
+    assert_eq!(stopped["status_reason"], "The guest powered itself off.");
+    cloud.act(&customer, &id, json!({"type": "start"})).await;
 
     let snapshot = app
         .send_json(
@@ -457,7 +481,8 @@ fn qemu_pid(vm: &str) -> Option<i32> {
 #[tokio::test]
 async fn the_reconciler_notices_a_killed_qemu_and_starts_it_again() {
     let Some(guest) = guest_image() else { return };
-    let cloud = Cloud::start(|config| config.reconcile_interval_secs = 1).await;
+    // No timer pass: the node's event alone has the instance checked.
+    let cloud = Cloud::start(|_| {}).await;
     cloud.image("tiny", &guest).await;
     cloud.plan("small", 1, 256, 1).await;
     let customer = cloud.customer("ada@example.org").await;

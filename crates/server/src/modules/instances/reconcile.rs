@@ -1,6 +1,8 @@
 //! The reconciler: at start and on a timer it checks each node's health and
 //! compares what the database wants with what the node runs, and repairs
-//! the drift it may repair.
+//! the drift it may repair. Between passes, each status change a node
+//! reports (a guest powering itself off, a QEMU that died) has the one
+//! instance it concerns checked at once.
 //!
 //! - A VM that should run and whose process died is marked, then started
 //!   again or left stopped, as the instance policy says.
@@ -16,17 +18,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, IntoActiveModel as _,
     QueryFilter as _,
 };
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use vmcloud_hypervisor::VmStatus;
 
 use super::queue::{self, Runner};
-use super::{actions, events, policy};
+use super::{actions, events, policy, run};
 use crate::db::entities::instance::{self, InstanceStatus};
 use crate::db::entities::instance_action::{self, ActionKind, ActionStatus};
 use crate::db::entities::node::{self, NodeStatus};
@@ -43,15 +48,32 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Runs a pass now, then every `interval`, until `stop`.
+    /// Runs a pass now, then every `interval`, and checks the instance of
+    /// each VM event in between, until `stop`.
     pub async fn run(self, runner: Runner, interval: Duration, stop: CancellationToken) {
+        let mut events = runner.services.drivers.events();
+        let mut next_pass = tokio::time::Instant::now();
         loop {
-            if let Err(err) = self.pass(&runner).await {
-                tracing::warn!(error = format!("{err:#}"), "reconciliation pass failed");
-            }
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep_until(next_pass) => {
+                    if let Err(err) = self.pass(&runner).await {
+                        tracing::warn!(error = format!("{err:#}"), "reconciliation pass failed");
+                    }
+                    next_pass = tokio::time::Instant::now() + interval;
+                }
+                event = events.recv() => match event {
+                    Ok(event) => {
+                        if let Err(err) = check_instance(&runner, event.id).await {
+                            tracing::warn!(vm = %event.id, error = format!("{err:#}"), "cannot check the VM's instance");
+                        }
+                    }
+                    // Some changes went unseen: a full pass finds them.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        next_pass = tokio::time::Instant::now();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
             }
         }
     }
@@ -119,6 +141,28 @@ impl Reconciler {
     }
 }
 
+/// Brings the instance of VM `id` in line with it, if it is idle. The event
+/// only says that something changed: the VM's state is read again, since
+/// the event may be stale by now.
+async fn check_instance(runner: &Runner, id: Uuid) -> anyhow::Result<()> {
+    let Some(row) = instance::Entity::find_by_id(InstanceId(id))
+        .filter(instance::Column::DeletedAt.is_null())
+        .one(runner.services.db.writer())
+        .await?
+    else {
+        return Ok(());
+    };
+    if !busy_instances(runner, [row.id]).await?.is_empty() {
+        return Ok(());
+    }
+    let vm = match run::driver_of(runner, &row).await?.status(id).await {
+        Err(vmcloud_hypervisor::Error::NotFound(_)) => VmStatus::Missing,
+        status => status?,
+    };
+    let policy = policy::get(&runner.services.db, &runner.services.cache).await?;
+    repair(runner, row, vm, policy.restart_crashed).await
+}
+
 /// Instances with an action waiting or running.
 async fn busy_instances(
     runner: &Runner,
@@ -161,13 +205,29 @@ async fn repair(
         ),
         _ => return Ok(()),
     };
-    tracing::warn!(instance = %row.id, ?vm, reason, "repairing drift");
     let from = row.status;
     let txn = runner.services.db.begin_write().await?;
-    let mut active = row.into_active_model();
-    active.status = Set(status);
-    active.status_reason = Set(Some(reason));
-    let row = active.update(&txn).await?;
+    // Only from the status it was read in: another process's reconciler
+    // may have seen the same event and repaired it first.
+    let changed = instance::Entity::update_many()
+        .col_expr(instance::Column::Status, Expr::value(status))
+        .col_expr(instance::Column::StatusReason, Expr::value(&reason))
+        .col_expr(
+            instance::Column::UpdatedAt,
+            Expr::value(crate::db::entities::now()),
+        )
+        .filter(instance::Column::Id.eq(row.id))
+        .filter(instance::Column::Status.eq(from))
+        .exec(&txn)
+        .await?;
+    if changed.rows_affected == 0 {
+        return Ok(());
+    }
+    tracing::warn!(instance = %row.id, ?vm, reason, "repairing drift");
+    let row = instance::Entity::find_by_id(row.id)
+        .one(&txn)
+        .await?
+        .context("the repaired instance vanished")?;
     if recover {
         actions::insert(
             &txn,

@@ -91,7 +91,10 @@ async fn load(runner: &Runner, id: InstanceId) -> anyhow::Result<instance::Model
         .context("the instance no longer exists")
 }
 
-async fn driver_of(runner: &Runner, row: &instance::Model) -> anyhow::Result<Arc<dyn Driver>> {
+pub(super) async fn driver_of(
+    runner: &Runner,
+    row: &instance::Model,
+) -> anyhow::Result<Arc<dyn Driver>> {
     let node_id = row.node_id.context("the instance is not on any node")?;
     let node = node::Entity::find_by_id(node_id)
         .one(runner.services.db.writer())

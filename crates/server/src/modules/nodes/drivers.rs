@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
-use vmcloud_hypervisor::{Accel, AccelChoice, Driver, QemuConfig, QemuDriver};
+use tokio::sync::{Mutex, broadcast};
+use vmcloud_hypervisor::{Accel, AccelChoice, Driver, QemuConfig, QemuDriver, VmEvent};
 
 use crate::config::QemuAccel;
 use crate::db::entities::node::{self, Accelerator, NodeDriver};
@@ -18,7 +18,12 @@ use crate::ids::NodeId;
 pub struct Drivers {
     accel: QemuAccel,
     made: Arc<Mutex<HashMap<NodeId, MadeDriver>>>,
+    /// Every made driver's events, merged.
+    events: broadcast::Sender<VmEvent>,
 }
+
+/// Events of all nodes queued for a slow subscriber before it misses some.
+const EVENT_BUFFER: usize = 1024;
 
 /// A node's driver, with the accelerator it settled on.
 type MadeDriver = (Arc<dyn Driver>, Accel);
@@ -28,7 +33,14 @@ impl Drivers {
         Self {
             accel,
             made: Arc::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
         }
+    }
+
+    /// Status changes of VMs on every node whose driver was made, as their
+    /// hypervisors report them. Best effort: see [`Driver::events`].
+    pub fn events(&self) -> broadcast::Receiver<VmEvent> {
+        self.events.subscribe()
     }
 
     /// The node's driver. A node that cannot be reached answers
@@ -48,6 +60,7 @@ impl Drivers {
             }
             NodeDriver::Libvirt => self.libvirt(node).await?,
         };
+        tokio::spawn(forward(driver.events(), self.events.clone()));
         made.insert(node.id, (driver.clone(), accel));
         Ok(driver)
     }
@@ -91,6 +104,20 @@ impl Drivers {
         let mut config = QemuConfig::new(vms_dir.parent().unwrap_or(vms_dir));
         config.accel = self.accel_choice();
         config
+    }
+}
+
+async fn forward(mut from: broadcast::Receiver<VmEvent>, to: broadcast::Sender<VmEvent>) {
+    loop {
+        match from.recv().await {
+            Ok(event) => {
+                let _ = to.send(event);
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "a node's VM events were dropped");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
