@@ -168,7 +168,7 @@ fn network_config(network: &Network) -> String {
         "version: 2\nethernets:\n  primary:\n    match:\n      macaddress: {}\n",
         quoted(&network.mac().to_string())
     );
-    let Network::Tap {
+    let Network::Bridge {
         ipv4: Some(ipv4), ..
     } = network
     else {
@@ -314,9 +314,9 @@ mod tests {
             "version: 2\nethernets:\n  primary:\n    match:\n      macaddress: \"52:54:00:67:89:ab\"\n    dhcp4: true\n"
         );
 
-        let fixed = network_config(&Network::Tap {
+        let fixed = network_config(&Network::Bridge {
             mac: MacAddress([0x52, 0x54, 0, 1, 2, 3]),
-            tap: "tap0".into(),
+            bridge: "br0".into(),
             ipv4: Some(StaticIpv4 {
                 address: "192.0.2.10".parse().expect("valid literal"),
                 prefix_len: 24,

@@ -20,4 +20,4 @@ pub use driver::{
 pub use libvirt::{LibvirtConfig, LibvirtDriver};
 pub use qemu::accel::{Accel, AccelProbe};
 pub use qemu::{AccelChoice, BaseImage, QemuConfig, QemuDriver, import_base_image};
-pub use spec::{CloudInit, MacAddress, Network, StaticIpv4, VmSpec};
+pub use spec::{CloudInit, MacAddress, Network, StaticIpv4, VmSpec, tap_name};

@@ -53,10 +53,11 @@ pub enum Network {
         bind: IpAddr,
         ssh_host_port: u16,
     },
-    /// An existing tap device (created and bridged by the node's network setup).
-    Tap {
+    /// A tap device of the driver's making ([`tap_name`]) on an existing
+    /// bridge of the node, for a VM with an address of its own.
+    Bridge {
         mac: MacAddress,
-        tap: String,
+        bridge: String,
         /// `None`: the guest asks DHCP.
         ipv4: Option<StaticIpv4>,
     },
@@ -65,9 +66,16 @@ pub enum Network {
 impl Network {
     pub fn mac(&self) -> MacAddress {
         match self {
-            Self::User { mac, .. } | Self::Tap { mac, .. } => *mac,
+            Self::User { mac, .. } | Self::Bridge { mac, .. } => *mac,
         }
     }
+}
+
+/// The tap device of a bridged VM: `vmc` and the last 12 hex digits of its
+/// id (the random part of a UUIDv7), within the kernel's 15 characters.
+pub fn tap_name(id: Uuid) -> String {
+    let hex = id.simple().to_string();
+    format!("vmc{}", &hex[hex.len() - 12..])
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,10 +109,10 @@ impl VmSpec {
             Network::User { ssh_host_port, .. } if *ssh_host_port == 0 => {
                 invalid("ssh_host_port must not be 0".into())
             }
-            Network::Tap { tap, .. } if !is_interface_name(tap) => invalid(format!(
-                "tap must be a network interface name (1-15 of A-Z a-z 0-9 . _ -), got {tap:?}"
+            Network::Bridge { bridge, .. } if !is_interface_name(bridge) => invalid(format!(
+                "bridge must be a network interface name (1-15 of A-Z a-z 0-9 . _ -), got {bridge:?}"
             )),
-            Network::Tap {
+            Network::Bridge {
                 ipv4: Some(ipv4), ..
             } if ipv4.prefix_len == 0 || ipv4.prefix_len > 32 => invalid(format!(
                 "ipv4.prefix_len must be 1-32, got {}",
@@ -307,12 +315,25 @@ pub(crate) mod tests {
         assert!(rejected(&spec).contains("ssh_authorized_keys"));
 
         let mut spec = example_spec();
-        spec.network = Network::Tap {
+        spec.network = Network::Bridge {
             mac: MacAddress::for_vm(spec.id),
-            tap: "tap-with-a-much-too-long-name".into(),
+            bridge: "bridge-with-a-much-too-long-name".into(),
             ipv4: None,
         };
-        assert!(rejected(&spec).contains("tap"));
+        assert!(rejected(&spec).contains("bridge"));
+    }
+
+    #[test]
+    fn tap_names_fit_the_kernel_limit_and_differ_per_vm() {
+        let first: Uuid = "01927a3c-5e4f-7abc-8def-0123456789ab"
+            .parse()
+            .expect("uuid");
+        let second: Uuid = "01927a3c-5e4f-7abc-8def-0123456789ac"
+            .parse()
+            .expect("uuid");
+        assert_eq!(tap_name(first), "vmc0123456789ab");
+        assert!(is_interface_name(&tap_name(first)));
+        assert_ne!(tap_name(first), tap_name(second));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::driver::{Error, Result};
 use crate::qemu::accel::Accel;
-use crate::spec::{Network, VmSpec};
+use crate::spec::{Network, VmSpec, tap_name};
 
 /// Namespace of the `<metadata>` element that stores the VmSpec as JSON.
 pub(crate) const SPEC_NAMESPACE: &str = "https://vmcloud.dev/xmlns/libvirt/vmspec/1";
@@ -101,23 +101,26 @@ pub(crate) fn domain_xml(spec: &VmSpec, accel: Accel, files: &DomainFiles) -> Re
         disk = escape(&files.disk),
         seed = escape(&files.seed),
         serial_log = escape(&files.serial_log),
-        interface = interface_xml(&spec.network),
+        interface = interface_xml(spec),
     );
     Ok(xml)
 }
 
-fn interface_xml(network: &Network) -> String {
-    let mac = network.mac();
-    match network {
+fn interface_xml(spec: &VmSpec) -> String {
+    let mac = spec.network.mac();
+    match &spec.network {
         // libvirt 9.0 (Debian 12) has no port forwards for user networking
         // (they need the passt backend, libvirt >= 9.2): the forward is added
         // through the monitor once QEMU runs, see `hostfwd_command`.
         Network::User { .. } => format!(
             "    <interface type='user'>\n      <mac address='{mac}'/>\n      <model type='virtio'/>\n      <alias name='{NIC_ALIAS}'/>\n    </interface>\n"
         ),
-        Network::Tap { tap, .. } => format!(
-            "    <interface type='ethernet'>\n      <mac address='{mac}'/>\n      <target dev='{}' managed='no'/>\n      <model type='virtio'/>\n    </interface>\n",
-            escape(tap)
+        // libvirt makes the tap, named like the QEMU driver's, so that
+        // statistics read the same device.
+        Network::Bridge { bridge, .. } => format!(
+            "    <interface type='bridge'>\n      <mac address='{mac}'/>\n      <source bridge='{}'/>\n      <target dev='{}'/>\n      <model type='virtio'/>\n    </interface>\n",
+            escape(bridge),
+            tap_name(spec.id)
         ),
     }
 }
@@ -284,15 +287,15 @@ mod tests {
     }
 
     #[test]
-    fn tap_networking_uses_the_existing_device() {
+    fn bridged_networking_names_the_bridge_and_the_tap() {
         let mut spec = example_spec();
-        spec.network = Network::Tap {
+        spec.network = Network::Bridge {
             mac: MacAddress([0x52, 0x54, 0, 1, 2, 3]),
-            tap: "tap-web1".into(),
+            bridge: "br0".into(),
             ipv4: None,
         };
         let xml = domain_xml(&spec, Accel::Tcg, &files()).expect("xml");
-        assert!(xml.contains("<interface type='ethernet'>\n      <mac address='52:54:00:01:02:03'/>\n      <target dev='tap-web1' managed='no'/>"));
+        assert!(xml.contains("<interface type='bridge'>\n      <mac address='52:54:00:01:02:03'/>\n      <source bridge='br0'/>\n      <target dev='vmc0123456789ab'/>"), "{xml}");
         assert_eq!(hostfwd_command(&spec.network), None);
     }
 

@@ -39,7 +39,7 @@ use crate::driver::{
 };
 use crate::qemu::accel::Accel;
 use crate::qemu::{AccelChoice, validate_snapshot_name};
-use crate::spec::{Network, VmSpec, validate_size};
+use crate::spec::{Network, VmSpec, tap_name, validate_size};
 use crate::vm_locks::VmLocks;
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -440,9 +440,12 @@ fn domain_stats(connection: &Connect, id: Uuid) -> Result<VmStats> {
         disk_write_bytes += block.wr_bytes.max(0).unsigned_abs();
     }
     // libvirt reports tap counters from the guest's side already.
-    let (net_rx_bytes, net_tx_bytes) = match &stored_spec(&domain)?.network {
-        Network::Tap { tap, .. } => {
-            let net = domain.interface_stats(tap).map_err(libvirt_error)?;
+    let spec = stored_spec(&domain)?;
+    let (net_rx_bytes, net_tx_bytes) = match &spec.network {
+        Network::Bridge { .. } => {
+            let net = domain
+                .interface_stats(&tap_name(spec.id))
+                .map_err(libvirt_error)?;
             (
                 Some(net.rx_bytes.max(0).unsigned_abs()),
                 Some(net.tx_bytes.max(0).unsigned_abs()),

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::accel::Accel;
 use super::paths::VmPaths;
-use crate::spec::{Network, VmSpec};
+use crate::spec::{Network, VmSpec, tap_name};
 
 /// Node names the driver refers to over QMP.
 pub(crate) const DISK_DRIVE: &str = "disk0";
@@ -89,7 +89,7 @@ pub(crate) fn qemu_args(spec: &VmSpec, paths: &VmPaths, accel: Accel) -> Vec<Str
     );
     push("-device", "virtio-blk-pci,drive=seed".into());
 
-    push("-netdev", netdev(&spec.network));
+    push("-netdev", netdev(spec));
     // No option ROM: a VM whose disk does not boot must not try iPXE.
     push(
         "-device",
@@ -107,8 +107,8 @@ pub(crate) fn qemu_args(spec: &VmSpec, paths: &VmPaths, accel: Accel) -> Vec<Str
     args
 }
 
-fn netdev(network: &Network) -> String {
-    match network {
+fn netdev(spec: &VmSpec) -> String {
+    match &spec.network {
         Network::User {
             bind,
             ssh_host_port,
@@ -120,9 +120,11 @@ fn netdev(network: &Network) -> String {
             };
             format!("user,id={NIC_NETDEV},hostfwd=tcp:{bind}:{ssh_host_port}-:22")
         }
-        Network::Tap { tap, .. } => {
-            format!("tap,id={NIC_NETDEV},ifname={tap},script=no,downscript=no")
-        }
+        // The driver made the tap and put it on the bridge before starting.
+        Network::Bridge { .. } => format!(
+            "tap,id={NIC_NETDEV},ifname={},script=no,downscript=no",
+            tap_name(spec.id)
+        ),
     }
 }
 
@@ -240,17 +242,17 @@ mod tests {
     }
 
     #[test]
-    fn tap_network_uses_the_prepared_device_without_scripts() {
+    fn bridged_network_uses_the_prepared_tap_without_scripts() {
         let mut spec = example_spec();
-        spec.network = Network::Tap {
+        spec.network = Network::Bridge {
             mac: MacAddress([0x52, 0x54, 0, 1, 2, 3]),
-            tap: "vmc-tap7".into(),
+            bridge: "br0".into(),
             ipv4: None,
         };
         let args = qemu_args(&spec, &paths(), Accel::Kvm);
         assert_eq!(
             value_of(&args, "-netdev"),
-            ["tap,id=net0,ifname=vmc-tap7,script=no,downscript=no"]
+            ["tap,id=net0,ifname=vmc0123456789ab,script=no,downscript=no"]
         );
         assert!(
             value_of(&args, "-device")

@@ -16,6 +16,7 @@ mod disk;
 mod paths;
 mod process;
 pub mod qmp;
+mod tap;
 mod watch;
 
 pub use disk::{BaseImage, import_base_image};
@@ -43,7 +44,7 @@ use crate::driver::{
     ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmEvent, VmStats, VmStatus,
     VmSummary, VncEndpoint, bounded,
 };
-use crate::spec::{Network, VmSpec, validate_size};
+use crate::spec::{Network, VmSpec, tap_name, validate_size};
 use crate::vm_locks::VmLocks;
 
 /// SeaBIOS reads this fw_cfg file as the I/O port of the serial port to
@@ -285,6 +286,9 @@ impl QemuDriver {
                 "writing {}",
                 paths.sercon_port.display()
             )))?;
+        if let Network::Bridge { bridge, .. } = &spec.network {
+            tap::attach(&tap_name(id), bridge).await?;
+        }
         let args = qemu_args(&spec, &paths, self.accel.accel);
         tracing::info!(%id, accel = ?self.accel.accel, "starting QEMU");
         // With -daemonize this returns once the VM runs (or failed to start).
@@ -356,6 +360,8 @@ impl QemuDriver {
         let paths = self.paths(id);
         if tokio::fs::try_exists(&paths.dir).await.unwrap_or(false) {
             power_off(&paths).await?;
+            // Whatever the spec says (it may be gone): a tap is only ever ours.
+            tap::remove(&tap_name(id)).await?;
             remove_dir_if_present(&paths.dir).await?;
         }
         drop(guard);
@@ -513,11 +519,7 @@ impl QemuDriver {
         let blockstats = qmp_execute(&paths, "query-blockstats", None).await?;
         let (disk_read_bytes, disk_write_bytes) = disk_totals(&blockstats);
         let (net_rx_bytes, net_tx_bytes) = match &spec.network {
-            // The tap's transmit is the guest's receive, and the other way round.
-            Network::Tap { tap, .. } => (
-                read_counter(&format!("/sys/class/net/{tap}/statistics/tx_bytes")).await,
-                read_counter(&format!("/sys/class/net/{tap}/statistics/rx_bytes")).await,
-            ),
+            Network::Bridge { .. } => tap::guest_counters(&tap_name(id)).await,
             Network::User { .. } => (None, None),
         };
         Ok(VmStats {
@@ -793,15 +795,6 @@ fn disk_totals(blockstats: &Value) -> (u64, u64) {
         let counter = |name: &str| device["stats"][name].as_u64().unwrap_or_default();
         (read + counter("rd_bytes"), written + counter("wr_bytes"))
     })
-}
-
-async fn read_counter(path: &str) -> Option<u64> {
-    tokio::fs::read_to_string(path)
-        .await
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Connects to the VM's monitor for one command. QEMU serves one QMP client

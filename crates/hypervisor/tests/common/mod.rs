@@ -204,6 +204,10 @@ pub async fn key_pair(dir: &Path, name: &str) -> (PathBuf, String) {
 }
 
 pub async fn ssh(key: &Path, port: u16, remote_command: &str) -> String {
+    ssh_to(key, "127.0.0.1", port, remote_command).await
+}
+
+pub async fn ssh_to(key: &Path, host: &str, port: u16, remote_command: &str) -> String {
     let output = Command::new("ssh")
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
         .args([
@@ -214,7 +218,12 @@ pub async fn ssh(key: &Path, port: u16, remote_command: &str) -> String {
         ])
         .args(["-o", "LogLevel=ERROR", "-i"])
         .arg(key)
-        .args(["-p", &port.to_string(), "root@127.0.0.1", remote_command])
+        .args([
+            "-p",
+            &port.to_string(),
+            &format!("root@{host}"),
+            remote_command,
+        ])
         .output()
         .await
         .expect("ssh");
@@ -239,4 +248,24 @@ pub async fn wait_for_event(events: &mut broadcast::Receiver<VmEvent>, id: Uuid,
     })
     .await;
     assert!(waited.is_ok(), "no {wanted} event for {id}");
+}
+
+/// The host bridge for bridged guests (`scripts/setup-bridge.sh` makes it,
+/// with 10.213.0.1/16), or `None` after saying how to run the test.
+pub fn test_bridge() -> Option<String> {
+    let bridge = std::env::var("VMCLOUD_TEST_BRIDGE").ok();
+    if bridge.is_none() {
+        skip_loudly(
+            "set VMCLOUD_TEST_BRIDGE to a bridge with 10.213.0.1/16 \
+             (scripts/setup-bridge.sh makes vmcbr0) to run it",
+        );
+    }
+    bridge
+}
+
+/// An address on the test bridge's /16 that no other test picks, with
+/// overwhelming likelihood.
+pub fn bridge_address() -> Ipv4Addr {
+    let [a, b, ..] = Uuid::new_v4().into_bytes();
+    Ipv4Addr::new(10, 213, a.clamp(1, 254), b.clamp(1, 254))
 }
