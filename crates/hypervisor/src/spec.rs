@@ -176,7 +176,8 @@ pub fn is_hostname(name: &str) -> bool {
         })
 }
 
-fn is_interface_name(name: &str) -> bool {
+/// A Linux network interface name: 1 to 15 of A-Z a-z 0-9 . _ -.
+pub fn is_interface_name(name: &str) -> bool {
     (1..=15).contains(&name.len())
         && name
             .bytes()

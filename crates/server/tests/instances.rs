@@ -519,3 +519,151 @@ async fn the_reconciler_notices_a_killed_qemu_and_starts_it_again() {
     cloud.delete_instance(&customer, &id).await;
     cloud.app.stop().await;
 }
+
+/// A node on a host bridge: each instance gets an address of its own from
+/// the pool, is reached on it directly, and gives it back when deleted.
+#[tokio::test]
+async fn a_bridged_node_gives_each_instance_an_address_of_its_own() {
+    use std::io::Write as _;
+    let Some(guest) = guest_image() else { return };
+    let Ok(bridge) = std::env::var("VMCLOUD_TEST_BRIDGE") else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED bridged instance test: set VMCLOUD_TEST_BRIDGE to a bridge with \
+             10.213.0.1/16 (scripts/setup-bridge.sh makes vmcbr0) ***\n"
+        );
+        return;
+    };
+    let cloud = Cloud::start(|_| {}).await;
+    let app = &cloud.app;
+    cloud.image("tiny", &guest).await;
+    cloud.plan("small", 1, 256, 1).await;
+    let nodes = app
+        .fetch_json(Method::GET, "/api/v1/admin/nodes", &cloud.admin)
+        .await;
+    let node = format!(
+        "/api/v1/admin/nodes/{}",
+        nodes[0]["id"].as_str().expect("the local node")
+    );
+    let (node, admin) = (&node, &cloud.admin);
+    let set_network = |network: Value| async move {
+        app.send_json(Method::PATCH, node, admin, &json!({ "network": network }))
+            .await
+    };
+    let bad = set_network(json!({"mode": "bridge", "bridge": "no spaces allowed"})).await;
+    assert_eq!(bad.status(), 422);
+    assert_eq!(problem(bad).await["errors"][0]["field"], "network.bridge");
+    let bridged = set_network(json!({"mode": "bridge", "bridge": bridge})).await;
+    assert_eq!(bridged.status(), 200);
+    let bridged: Value = bridged.json().await.expect("json");
+    assert_eq!(bridged["network"], json!({"mode": "bridge", "bridge": bridge}));
+
+    // One address in a /16 no other test picks.
+    let [a, b, ..] = uuid::Uuid::new_v4().into_bytes();
+    let address = format!("10.213.{}.{}", a.clamp(1, 254), b.clamp(1, 254));
+    let bad_range = app
+        .send_json(
+            Method::POST,
+            "/api/v1/admin/ip-addresses",
+            &cloud.admin,
+            &json!({"region": "local", "first": address, "prefix_len": 16, "gateway": address}),
+        )
+        .await;
+    assert_eq!(bad_range.status(), 422);
+    assert_eq!(problem(bad_range).await["errors"][0]["field"], "gateway");
+    let pool = cloud
+        .admin_post(
+            "/api/v1/admin/ip-addresses",
+            &json!({
+                "region": "local", "first": address, "prefix_len": 16,
+                "gateway": "10.213.0.1", "nameservers": ["10.213.0.1"],
+            }),
+        )
+        .await;
+    let pool_entry = format!(
+        "/api/v1/admin/ip-addresses/{}",
+        pool[0]["id"].as_str().expect("id")
+    );
+
+    let customer = cloud.customer("ada@example.org").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (private_key, public_key) = key_pair(dir.path()).await;
+    let key: Value = app
+        .send_json(
+            Method::POST,
+            "/api/v1/ssh-keys",
+            &customer,
+            &json!({"public_key": public_key}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let created = app
+        .send_json(
+            Method::POST,
+            "/api/v1/instances",
+            &customer,
+            &json!({
+                "plan": "small", "image": "tiny", "region": "local", "hostname": "bridged",
+                "ssh_key_ids": [key["id"]],
+            }),
+        )
+        .await;
+    assert_eq!(created.status(), 202);
+    let created: Value = created.json().await.expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    cloud
+        .finished(&customer, &id, &created["pending_action"])
+        .await;
+    let running = cloud.instance(&customer, &id).await;
+    assert_eq!(running["ips"], json!([address]), "{running}");
+    assert_eq!(running["ssh"]["port"], 22);
+    assert_eq!(running["ssh"]["command"], format!("ssh root@{address}"));
+    // Straight to the guest's own address: nothing is forwarded.
+    let answer = ssh(
+        &private_key,
+        &running["ssh"],
+        "hostname; ip -4 -o addr show dev eth0",
+    )
+    .await;
+    assert!(answer.starts_with("bridged\n"), "{answer}");
+    assert!(answer.contains(&format!("inet {address}/16")), "{answer}");
+
+    let held = app
+        .fetch_json(
+            Method::GET,
+            "/api/v1/admin/ip-addresses?assigned=true",
+            &cloud.admin,
+        )
+        .await;
+    assert_eq!(held["items"][0]["instance"], id.as_str(), "{held}");
+    assert_eq!(
+        app.status_of(Method::DELETE, &pool_entry, &cloud.admin).await,
+        409,
+        "a held address stays in the pool"
+    );
+    let change = set_network(json!({"mode": "user"})).await;
+    assert_eq!(change.status(), 409, "the node's network is in use");
+
+    cloud.delete_instance(&customer, &id).await;
+    let tap = vmcloud_hypervisor::tap_name(id.parse().expect("uuid"));
+    assert!(
+        !Path::new("/sys/class/net").join(&tap).exists(),
+        "the tap went with the VM"
+    );
+    let free = app
+        .fetch_json(
+            Method::GET,
+            "/api/v1/admin/ip-addresses?assigned=false",
+            &cloud.admin,
+        )
+        .await;
+    assert_eq!(free["items"][0]["address"], address.as_str(), "{free}");
+    assert_eq!(
+        app.status_of(Method::DELETE, &pool_entry, &cloud.admin).await,
+        204
+    );
+    assert_eq!(set_network(json!({"mode": "user"})).await.status(), 200);
+    cloud.app.stop().await;
+}

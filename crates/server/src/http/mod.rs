@@ -3,6 +3,7 @@
 //! request id, tracing, compression, problem details, panics, timeout, body
 //! limit.
 
+pub mod admin_addresses;
 pub mod admin_catalog;
 pub mod admin_nodes;
 pub mod admin_outbox;

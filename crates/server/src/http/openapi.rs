@@ -9,8 +9,9 @@ use utoipa_axum::routes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
-    AppState, admin_catalog, admin_nodes, admin_outbox, admin_security, admin_users, api_tokens,
-    auth, catalog, console, health, instances, ssh_keys, two_factor, users,
+    AppState, admin_addresses, admin_catalog, admin_nodes, admin_outbox, admin_security,
+    admin_users, api_tokens, auth, catalog, console, health, instances, ssh_keys, two_factor,
+    users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -127,6 +128,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
             admin_nodes::update,
             admin_nodes::delete
         ))
+        .routes(routes!(admin_addresses::list, admin_addresses::add))
+        .routes(routes!(admin_addresses::remove))
         .routes(routes!(instances::create, instances::list))
         .routes(routes!(
             instances::get,

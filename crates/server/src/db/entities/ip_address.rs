@@ -18,6 +18,9 @@ pub struct Model {
     pub version: i16,
     pub prefix_len: i32,
     pub gateway: Option<String>,
+    /// JSON array of the name servers the guest is told to use.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub nameservers: Option<String>,
     /// The instance holding the address; `None` while free.
     #[sea_orm(unique)]
     pub instance_id: Option<InstanceId>,

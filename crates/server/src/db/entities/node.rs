@@ -49,6 +49,9 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub uri: String,
     pub status: NodeStatus,
+    /// The host bridge instances go on, each with an address from the pool;
+    /// `None`: QEMU user networking with a forwarded SSH port.
+    pub bridge: Option<String>,
     /// Unknown until the node first reports in.
     pub accelerator: Option<Accelerator>,
     pub vcpus_total: i32,

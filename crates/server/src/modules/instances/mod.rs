@@ -702,24 +702,27 @@ async fn views_of(
             let plan = plans.get(&row.product_id);
             let image = images.get(&row.image_id);
             let region = regions.get(&row.region_id);
-            let ssh = row.ssh_port.and_then(|port| {
-                let port = u16::try_from(port).ok()?;
+            // A forwarded port on the node, or the instance's own address.
+            let reach = match (row.ssh_port, &row.ipv4) {
+                (Some(port), _) => u16::try_from(port)
+                    .ok()
+                    .map(|port| (services.ssh_host.clone(), port)),
+                (None, Some(address)) => Some((address.clone(), 22)),
+                (None, None) => None,
+            };
+            let ssh = reach.map(|(host, port)| {
                 let user = image.map_or_else(|| "root".to_owned(), |i| i.default_user.clone());
-                let host = row
-                    .ipv4
-                    .clone()
-                    .unwrap_or_else(|| services.ssh_host.clone());
                 let command = if port == 22 {
                     format!("ssh {user}@{host}")
                 } else {
                     format!("ssh -p {port} {user}@{host}")
                 };
-                Some(SshAccess {
+                SshAccess {
                     host,
                     port,
                     user,
                     command,
-                })
+                }
             });
             InstanceView {
                 id: row.id,

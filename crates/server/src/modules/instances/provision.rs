@@ -1,17 +1,20 @@
 //! Making a VM for an instance, as steps that are each idempotent (a retried
 //! job redoes them without harm) and undone in reverse when a later one
-//! fails: reserve room on a node, take an SSH port, create the disk and the
-//! cloud-init seed, start the VM, wait for the guest's SSH server.
+//! fails: reserve room on a node, take an SSH port (or, on a bridged node,
+//! an address from the pool), create the disk and the cloud-init seed, start
+//! the VM, wait for the guest's SSH server.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _, QuerySelect as _,
 };
 use tokio::io::AsyncReadExt as _;
-use vmcloud_hypervisor::{CloudInit, Driver, MacAddress, Network, VmSpec, VmStatus};
+use vmcloud_hypervisor::{CloudInit, Driver, MacAddress, Network, StaticIpv4, VmSpec, VmStatus};
 
 use super::queue::Runner;
 use super::run::Progress;
@@ -20,7 +23,7 @@ use crate::db::entities::{image, node};
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, RegionId};
 use crate::modules::instances::policy;
-use crate::modules::nodes::{self, placement};
+use crate::modules::nodes::{self, addresses, placement};
 
 /// How long one look for the guest's SSH banner waits.
 const BANNER_WAIT: Duration = Duration::from_secs(2);
@@ -82,8 +85,8 @@ async fn try_provision(
     let db = &runner.services.db;
     progress.step(1, "Reserving capacity on a node").await?;
     let node = reserve(runner, row).await?;
-    progress.step(2, "Allocating the SSH port").await?;
-    let port = allocate_port(runner, row, &node).await?;
+    progress.step(2, "Allocating the network address").await?;
+    let attachment = attach(runner, row, &node).await?;
     progress
         .step(3, "Creating the disk and the cloud-init seed")
         .await?;
@@ -92,12 +95,12 @@ async fn try_provision(
         .one(db.writer())
         .await?
         .ok_or_else(|| anyhow::anyhow!("the image was deleted"))?;
-    let spec = spec_for(runner, row, &image, port, row.id.to_string())?;
+    let spec = spec_for(row, &image, &attachment, row.id.to_string())?;
     driver.define(&spec).await?;
     progress.step(4, "Starting the VM").await?;
     driver.start(spec.id).await?;
     progress.step(5, "Waiting for the guest to boot").await?;
-    wait_for_guest(runner, driver.as_ref(), row, port).await?;
+    wait_for_guest(runner, driver.as_ref(), row, &attachment).await?;
     super::run::set_status(
         runner,
         row.id,
@@ -135,6 +138,85 @@ async fn reserve(runner: &Runner, row: &instance::Model) -> anyhow::Result<node:
         .one(db.writer())
         .await?
         .ok_or_else(|| anyhow::anyhow!("the instance's node was removed"))
+}
+
+/// How an instance is reached on its node's network.
+pub(super) enum Attachment {
+    /// QEMU user networking: the guest's SSH is forwarded from this port of
+    /// the node.
+    Forwarded { bind: IpAddr, port: u16 },
+    /// On the node's bridge, with an address of its own.
+    Bridged { bridge: String, ipv4: StaticIpv4 },
+}
+
+impl Attachment {
+    fn network(&self, mac: MacAddress) -> Network {
+        match self {
+            Self::Forwarded { bind, port } => Network::User {
+                mac,
+                bind: *bind,
+                ssh_host_port: *port,
+            },
+            Self::Bridged { bridge, ipv4 } => Network::Bridge {
+                mac,
+                bridge: bridge.clone(),
+                ipv4: Some(ipv4.clone()),
+            },
+        }
+    }
+
+    /// Where the guest's SSH server answers, seen from this host.
+    fn ssh_address(&self) -> SocketAddr {
+        match *self {
+            Self::Forwarded { bind, port } => {
+                let host = match bind {
+                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(ip) if ip.is_unspecified() => {
+                        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+                    }
+                    ip => ip,
+                };
+                SocketAddr::new(host, port)
+            }
+            Self::Bridged { ref ipv4, .. } => SocketAddr::new(IpAddr::V4(ipv4.address), 22),
+        }
+    }
+}
+
+/// The instance's way onto its node's network: an address from the pool on
+/// a bridged node, else a forwarded SSH port. Idempotent: it returns what
+/// the instance holds already.
+pub(super) async fn attach(
+    runner: &Runner,
+    row: &instance::Model,
+    node: &node::Model,
+) -> anyhow::Result<Attachment> {
+    let Some(bridge) = node.bridge.clone() else {
+        let port = allocate_port(runner, row, node).await?;
+        return Ok(Attachment::Forwarded {
+            bind: runner.settings.ssh_bind,
+            port,
+        });
+    };
+    let txn = runner.services.db.begin_write().await?;
+    let address = addresses::claim(&txn, node, row.id)
+        .await?
+        .with_context(|| {
+            format!(
+                "no free IPv4 address left in the pool for node {}",
+                node.name
+            )
+        })?;
+    instance::Entity::update_many()
+        .col_expr(instance::Column::Ipv4, Expr::value(&address.address))
+        .filter(instance::Column::Id.eq(row.id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(Attachment::Bridged {
+        bridge,
+        ipv4: addresses::static_ipv4(&address)?,
+    })
 }
 
 /// The instance's SSH port on its node: the one it has, else the lowest free
@@ -197,10 +279,9 @@ fn bindable(bind: IpAddr, port: u16) -> bool {
 }
 
 pub(super) fn spec_for(
-    runner: &Runner,
     row: &instance::Model,
     image: &image::Model,
-    ssh_port: u16,
+    attachment: &Attachment,
     cloud_init_id: String,
 ) -> anyhow::Result<VmSpec> {
     let keys: Vec<String> = row
@@ -229,28 +310,19 @@ pub(super) fn spec_for(
             user_data: row.user_data.clone(),
             network_config: None,
         },
-        network: Network::User {
-            mac: MacAddress::for_vm(id),
-            bind: runner.settings.ssh_bind,
-            ssh_host_port: ssh_port,
-        },
+        network: attachment.network(MacAddress::for_vm(id)),
     })
 }
 
-/// Waits until the guest's SSH server greets us through the forwarded port,
-/// failing early if the VM stops.
+/// Waits until the guest's SSH server greets us, failing early if the VM
+/// stops.
 pub(super) async fn wait_for_guest(
     runner: &Runner,
     driver: &dyn Driver,
     row: &instance::Model,
-    port: u16,
+    attachment: &Attachment,
 ) -> anyhow::Result<()> {
-    let host = match runner.settings.ssh_bind {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    let address = SocketAddr::new(host, port);
+    let address = attachment.ssh_address();
     let deadline = tokio::time::Instant::now() + runner.settings.boot_timeout;
     let mut probes = tokio::task::JoinSet::new();
     let mut next_probe = tokio::time::interval(PROBE_EVERY);
@@ -297,8 +369,8 @@ async fn ssh_banner(address: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
-/// Undoes provisioning in reverse: the VM and its files, the port, the room
-/// on the node. Each part is idempotent.
+/// Undoes provisioning in reverse: the VM and its files, the port or the
+/// address, the room on the node. Each part is idempotent.
 pub(super) async fn undo(runner: &Runner, row: &instance::Model) -> anyhow::Result<()> {
     let db = runner.services.db.writer();
     if let Some(node_id) = row.node_id.or(current_node(runner, row).await?)
@@ -312,12 +384,16 @@ pub(super) async fn undo(runner: &Runner, row: &instance::Model) -> anyhow::Resu
             .destroy(row.id.into())
             .await?;
     }
+    let txn = runner.services.db.begin_write().await?;
+    addresses::release(&txn, row.id).await?;
     instance::Entity::update_many()
         .col_expr(instance::Column::SshPort, Option::<i32>::None.into())
+        .col_expr(instance::Column::Ipv4, Option::<String>::None.into())
         .col_expr(instance::Column::NodeId, Option::<NodeId>::None.into())
         .filter(instance::Column::Id.eq(row.id))
-        .exec(db)
+        .exec(&txn)
         .await?;
+    txn.commit().await?;
     Ok(())
 }
 

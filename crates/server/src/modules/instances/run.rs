@@ -95,12 +95,16 @@ pub(super) async fn driver_of(
     runner: &Runner,
     row: &instance::Model,
 ) -> anyhow::Result<Arc<dyn Driver>> {
+    let node = node_of(runner, row).await?;
+    Ok(runner.services.drivers.for_node(&node).await?)
+}
+
+async fn node_of(runner: &Runner, row: &instance::Model) -> anyhow::Result<node::Model> {
     let node_id = row.node_id.context("the instance is not on any node")?;
-    let node = node::Entity::find_by_id(node_id)
+    node::Entity::find_by_id(node_id)
         .one(runner.services.db.writer())
         .await?
-        .context("the instance's node was removed")?;
-    Ok(runner.services.drivers.for_node(&node).await?)
+        .context("the instance's node was removed")
 }
 
 pub(super) async fn execute(
@@ -239,12 +243,9 @@ async fn rebuild(
         .one(runner.services.db.writer())
         .await?
         .context("the image was deleted")?;
-    let driver = driver_of(runner, row).await?;
-    let port = row
-        .ssh_port
-        .map(u16::try_from)
-        .transpose()?
-        .context("the instance has no SSH port")?;
+    let node = node_of(runner, row).await?;
+    let driver = runner.services.drivers.for_node(&node).await?;
+    let attachment = provision::attach(runner, row, &node).await?;
     progress.step(1, "Removing the old disk").await?;
     driver.destroy(row.id.into()).await?;
     let mut active = row.clone().into_active_model();
@@ -252,12 +253,12 @@ async fn rebuild(
     let row = active.update(runner.services.db.writer()).await?;
     progress.step(2, "Creating the new disk and seed").await?;
     // A new instance-id makes cloud-init run its first-boot steps again.
-    let spec = provision::spec_for(runner, &row, &image, port, progress.action.id.to_string())?;
+    let spec = provision::spec_for(&row, &image, &attachment, progress.action.id.to_string())?;
     driver.define(&spec).await?;
     progress.step(3, "Starting the VM").await?;
     driver.start(spec.id).await?;
     progress.step(4, "Waiting for the guest to boot").await?;
-    provision::wait_for_guest(runner, driver.as_ref(), &row, port).await
+    provision::wait_for_guest(runner, driver.as_ref(), &row, &attachment).await
 }
 
 async fn snapshot(
@@ -309,7 +310,7 @@ async fn delete(
     .await?;
     progress.step(1, "Destroying the VM and its disks").await?;
     provision::undo(runner, row).await?;
-    progress.step(2, "Releasing the port").await?;
+    progress.step(2, "Releasing the port or address").await?;
     set_status(
         runner,
         row.id,

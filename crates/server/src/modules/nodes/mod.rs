@@ -1,6 +1,7 @@
 //! Hypervisor nodes: registration by admins (and the local node by itself),
 //! capacity accounting from the instances placed on them, and placement.
 
+pub mod addresses;
 pub mod drivers;
 pub mod placement;
 
@@ -24,6 +25,47 @@ use crate::modules::auth::Actor;
 use crate::modules::nodes::placement::{Candidate, Capacity};
 use crate::validation::check_name;
 
+/// How a node's instances reach the network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NodeNetwork {
+    /// QEMU user networking (NAT): each instance's SSH is forwarded from a
+    /// port of the node. Needs no setup and no root.
+    #[default]
+    User,
+    /// On an existing host bridge, each instance with an address of its own
+    /// from the region's pool (`/admin/ip-addresses`). The node's driver
+    /// makes a tap per VM, which takes root (CAP_NET_ADMIN) on QEMU nodes.
+    Bridge { bridge: String },
+}
+
+impl NodeNetwork {
+    fn of(row: &node::Model) -> Self {
+        row.bridge
+            .clone()
+            .map_or(Self::User, |bridge| Self::Bridge { bridge })
+    }
+
+    fn bridge(&self) -> Option<String> {
+        match self {
+            Self::User => None,
+            Self::Bridge { bridge } => Some(bridge.clone()),
+        }
+    }
+
+    fn check(&self) -> Option<FieldError> {
+        match self {
+            Self::Bridge { bridge } if !vmcloud_hypervisor::spec::is_interface_name(bridge) => {
+                Some(FieldError::new(
+                    "network.bridge",
+                    "must be a network interface name: 1 to 15 of A-Z a-z 0-9 . _ -",
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NodeView {
     pub id: NodeId,
@@ -32,6 +74,7 @@ pub struct NodeView {
     pub driver: NodeDriver,
     pub uri: String,
     pub status: NodeStatus,
+    pub network: NodeNetwork,
     /// `kvm` or `tcg`, once the node has been probed.
     pub accelerator: Option<node::Accelerator>,
     /// Installed, before overcommit.
@@ -71,6 +114,10 @@ pub struct NewNode {
     pub cpu_overcommit_pct: Option<i32>,
     #[garde(range(min = 100, max = 400))]
     pub memory_overcommit_pct: Option<i32>,
+    /// Defaults to user networking.
+    #[garde(skip)]
+    #[serde(default)]
+    pub network: NodeNetwork,
 }
 
 /// What an admin may set on a node. `status` takes `online`, `maintenance`
@@ -90,6 +137,9 @@ pub struct NodeChanges {
     pub cpu_overcommit_pct: Option<i32>,
     #[garde(range(min = 100, max = 400))]
     pub memory_overcommit_pct: Option<i32>,
+    /// Only while the node holds no instances.
+    #[garde(skip)]
+    pub network: Option<NodeNetwork>,
 }
 
 #[derive(Clone, Copy, Debug, Default, sea_orm::FromQueryResult)]
@@ -166,11 +216,13 @@ fn free_capacity(row: &node::Model, used: Usage) -> Capacity {
 
 fn view(row: node::Model, region: String, used: Usage) -> NodeView {
     let free = free_capacity(&row, used);
+    let network = NodeNetwork::of(&row);
     NodeView {
         id: row.id,
         name: row.name,
         region,
         driver: row.driver,
+        network,
         uri: row.uri,
         status: row.status,
         accelerator: row.accelerator,
@@ -232,7 +284,12 @@ async fn region_by_slug(db: &Database, slug: &str) -> Result<region::Model> {
 
 pub async fn create(db: &Database, actor: &Actor, new: NewNode) -> Result<NodeView> {
     actor.require_admin()?;
-    Error::check_fields(check_name("name", &new.name).into_iter().collect())?;
+    Error::check_fields(
+        [check_name("name", &new.name), new.network.check()]
+            .into_iter()
+            .flatten()
+            .collect(),
+    )?;
     let region = region_by_slug(db, &new.region).await?;
     let row = insert(db, &new, region.id).await?;
     get(db, actor, row.id).await
@@ -250,6 +307,7 @@ async fn insert(db: &Database, new: &NewNode, region: RegionId) -> Result<node::
         disk_gib_total: Set(new.disk_gib),
         cpu_overcommit_pct: Set(new.cpu_overcommit_pct.unwrap_or(100)),
         memory_overcommit_pct: Set(new.memory_overcommit_pct.unwrap_or(100)),
+        bridge: Set(new.network.bridge()),
         ..Default::default()
     }
     .insert(db.writer())
@@ -264,11 +322,31 @@ pub async fn update(
     changes: NodeChanges,
 ) -> Result<NodeView> {
     actor.require_admin()?;
+    Error::check_fields(
+        changes
+            .network
+            .iter()
+            .filter_map(NodeNetwork::check)
+            .collect(),
+    )?;
     let row = node::Entity::find_by_id(id)
         .one(db.writer())
         .await?
         .ok_or_else(|| Error::not_found("Node"))?;
+    if let Some(network) = &changes.network
+        && *network != NodeNetwork::of(&row)
+    {
+        let holding = get(db, actor, id).await?.instances;
+        if holding > 0 {
+            return Err(Error::Conflict(format!(
+                "The node holds {holding} instance(s) on its current network; move them away before changing it."
+            )));
+        }
+    }
     let mut active = row.into_active_model();
+    if let Some(network) = &changes.network {
+        active.bridge = Set(network.bridge());
+    }
     if let Some(status) = changes.status {
         if status == NodeStatus::Offline {
             return Err(Error::invalid_field(
@@ -414,6 +492,7 @@ pub async fn ensure_local_node(
             disk_gib,
             cpu_overcommit_pct: None,
             memory_overcommit_pct: None,
+            network: NodeNetwork::User,
         },
         region.id,
     )
