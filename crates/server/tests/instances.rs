@@ -148,6 +148,15 @@ async fn a_vm_lives_the_same_life_on_a_libvirt_node() {
         !String::from_utf8_lossy(&domains.stdout).contains(&id),
         "no domain is left"
     );
+    let volumes = Command::new("virsh")
+        .args(["-c", &uri, "vol-list", "vmcloud"])
+        .output()
+        .await
+        .expect("virsh");
+    assert!(
+        !String::from_utf8_lossy(&volumes.stdout).contains(&id),
+        "no disk or seed volume is left"
+    );
     cloud.app.stop().await;
 }
 
@@ -293,6 +302,9 @@ async fn whole_life(cloud: &Cloud, guest: &Path) -> String {
         404
     );
     assert!(!qemu_running(&id), "no QEMU process is left");
+    // The QEMU node's disk, seed and sockets live in one directory per VM.
+    let vm_dir = app.config.data_dir.join("vms").join(&id);
+    assert!(!vm_dir.exists(), "{} is left", vm_dir.display());
     assert!(
         port_free(access["port"].as_u64().expect("port")),
         "the port is free"
@@ -556,7 +568,10 @@ async fn a_bridged_node_gives_each_instance_an_address_of_its_own() {
     let bridged = set_network(json!({"mode": "bridge", "bridge": bridge})).await;
     assert_eq!(bridged.status(), 200);
     let bridged: Value = bridged.json().await.expect("json");
-    assert_eq!(bridged["network"], json!({"mode": "bridge", "bridge": bridge}));
+    assert_eq!(
+        bridged["network"],
+        json!({"mode": "bridge", "bridge": bridge})
+    );
 
     // One address in a /16 no other test picks.
     let [a, b, ..] = uuid::Uuid::new_v4().into_bytes();
@@ -639,7 +654,8 @@ async fn a_bridged_node_gives_each_instance_an_address_of_its_own() {
         .await;
     assert_eq!(held["items"][0]["instance"], id.as_str(), "{held}");
     assert_eq!(
-        app.status_of(Method::DELETE, &pool_entry, &cloud.admin).await,
+        app.status_of(Method::DELETE, &pool_entry, &cloud.admin)
+            .await,
         409,
         "a held address stays in the pool"
     );
@@ -661,7 +677,8 @@ async fn a_bridged_node_gives_each_instance_an_address_of_its_own() {
         .await;
     assert_eq!(free["items"][0]["address"], address.as_str(), "{free}");
     assert_eq!(
-        app.status_of(Method::DELETE, &pool_entry, &cloud.admin).await,
+        app.status_of(Method::DELETE, &pool_entry, &cloud.admin)
+            .await,
         204
     );
     assert_eq!(set_network(json!({"mode": "user"})).await.status(), 200);

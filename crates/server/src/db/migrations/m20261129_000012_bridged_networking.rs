@@ -4,6 +4,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use super::{add_column, drop_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -22,42 +24,22 @@ enum IpAddresses {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Nodes::Table)
-                    // Linux interface names have at most 15 characters.
-                    .add_column(ColumnDef::new(Nodes::Bridge).string_len(15).null())
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(IpAddresses::Table)
-                    // A JSON array of addresses.
-                    .add_column(ColumnDef::new(IpAddresses::Nameservers).text().null())
-                    .to_owned(),
-            )
-            .await
+        // Linux interface names have at most 15 characters.
+        let bridge = ColumnDef::new(Nodes::Bridge)
+            .string_len(15)
+            .null()
+            .to_owned();
+        add_column(manager, Nodes::Table, bridge).await?;
+        // A JSON array of addresses.
+        let nameservers = ColumnDef::new(IpAddresses::Nameservers)
+            .text()
+            .null()
+            .to_owned();
+        add_column(manager, IpAddresses::Table, nameservers).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(IpAddresses::Table)
-                    .drop_column(IpAddresses::Nameservers)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Nodes::Table)
-                    .drop_column(Nodes::Bridge)
-                    .to_owned(),
-            )
-            .await
+        drop_column(manager, IpAddresses::Table, IpAddresses::Nameservers).await?;
+        drop_column(manager, Nodes::Table, Nodes::Bridge).await
     }
 }

@@ -29,6 +29,27 @@ fn timestamp_columns() -> [ColumnDef; 2] {
     })
 }
 
+/// Adds one column (SQLite alters one column per statement).
+async fn add_column(
+    manager: &SchemaManager<'_>,
+    table: impl IntoIden,
+    column: ColumnDef,
+) -> Result<(), DbErr> {
+    manager
+        .alter_table(Table::alter().table(table).add_column(column).to_owned())
+        .await
+}
+
+async fn drop_column(
+    manager: &SchemaManager<'_>,
+    table: impl IntoIden,
+    column: impl IntoIden,
+) -> Result<(), DbErr> {
+    manager
+        .alter_table(Table::alter().table(table).drop_column(column).to_owned())
+        .await
+}
+
 #[derive(Debug)]
 pub struct Migrator;
 
