@@ -244,12 +244,12 @@ impl Node {
                 Err(Error::AlreadyExists(spec.id))
             };
         }
-        let base_size = base_image_size(spec)?;
+        let base_file = base_image_file(spec)?;
         let pool = self.pool(connection)?;
         // Volumes without a domain are what a failed define left behind.
         self.delete_volumes(connection, spec.id)?;
         let created = (|| {
-            let base = storage::ensure_base_volume(connection, &pool, &spec.base_image, base_size)?;
+            let base = storage::ensure_base_volume(connection, &pool, &spec.base_image, base_file)?;
             storage::create_disk_volume(&pool, spec.id, spec.disk_gib * GIB, &base)?;
             let seed = SeedFiles::new(&spec.cloud_init, &spec.network)
                 .fat_image()
@@ -584,7 +584,7 @@ fn power_off(domain: &Domain) -> Result<()> {
 
 /// The virtual size of the spec's base image, which must be a qcow2 no
 /// larger than the VM's disk. Read from the local file the driver uploads.
-fn base_image_size(spec: &VmSpec) -> Result<u64> {
+fn base_image_file(spec: &VmSpec) -> Result<storage::BaseFile> {
     let path = &spec.base_image;
     let unusable = |why: String| {
         Error::InvalidArgument(format!(
@@ -604,9 +604,18 @@ fn base_image_size(spec: &VmSpec) -> Result<u64> {
             spec.disk_gib
         )));
     }
-    file.metadata()
-        .map(|metadata| metadata.len())
-        .map_err(|error| unusable(error.to_string()))
+    let metadata = file
+        .metadata()
+        .map_err(|error| unusable(error.to_string()))?;
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_secs());
+    Ok(storage::BaseFile {
+        size: metadata.len(),
+        modified,
+    })
 }
 
 fn snapshot_info(snapshot: &virt::domain_snapshot::DomainSnapshot) -> Result<SnapshotInfo> {

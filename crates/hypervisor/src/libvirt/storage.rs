@@ -27,9 +27,18 @@ pub(crate) fn seed_volume_name(id: Uuid) -> String {
     format!("{id}-seed.img")
 }
 
-/// The pool volume of a base image: its file name and size, so a replaced
-/// image (a new size) is uploaded again and an unchanged one never is.
-pub(crate) fn base_volume_name(image: &Path, size: u64) -> String {
+/// What identifies a version of a base image file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BaseFile {
+    pub size: u64,
+    /// Modification time, in seconds since the Unix epoch.
+    pub modified: u64,
+}
+
+/// The pool volume of a base image: its file name, size and modification
+/// time, so a replaced image (even one of the same size) is uploaded again
+/// and an unchanged one never is.
+pub(crate) fn base_volume_name(image: &Path, file: BaseFile) -> String {
     let stem = image
         .file_stem()
         .map_or_else(|| "image".into(), |stem| stem.to_string_lossy())
@@ -37,7 +46,7 @@ pub(crate) fn base_volume_name(image: &Path, size: u64) -> String {
             |c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)),
             "_",
         );
-    format!("base-{stem}-{size}.qcow2")
+    format!("base-{stem}-{}-{}.qcow2", file.size, file.modified)
 }
 
 /// The virtual size of a qcow2 image, from its header.
@@ -91,16 +100,16 @@ pub(crate) fn ensure_base_volume(
     connection: &Connect,
     pool: &StoragePool,
     image: &Path,
-    size: u64,
+    file: BaseFile,
 ) -> Result<StorageVol> {
-    let name = base_volume_name(image, size);
+    let name = base_volume_name(image, file);
     if let Some(volume) = find_volume(pool, &name)? {
         return Ok(volume);
     }
     tracing::info!(image = %image.display(), volume = name, "uploading the base image");
-    let file =
+    let content =
         std::fs::File::open(image).map_err(Error::io(format!("opening {}", image.display())))?;
-    let volume = create_uploaded_volume(connection, pool, &name, size, file)?;
+    let volume = create_uploaded_volume(connection, pool, &name, file.size, content)?;
     // Uploaded as raw bytes; a refresh lets libvirt see the qcow2 format.
     pool.refresh(0).map_err(libvirt_error)?;
     Ok(volume)
@@ -187,10 +196,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base_volumes_are_named_by_file_and_size() {
+    fn base_volumes_are_named_by_file_size_and_time() {
+        let file = BaseFile {
+            size: 4096,
+            modified: 1_700_000_000,
+        };
         assert_eq!(
-            base_volume_name(Path::new("/images/debian 12.qcow2"), 4096),
-            "base-debian_12-4096.qcow2"
+            base_volume_name(Path::new("/images/debian 12.qcow2"), file),
+            "base-debian_12-4096-1700000000.qcow2"
+        );
+        let rebuilt = BaseFile {
+            modified: 1_700_000_060,
+            ..file
+        };
+        assert_ne!(
+            base_volume_name(Path::new("/images/debian 12.qcow2"), rebuilt),
+            base_volume_name(Path::new("/images/debian 12.qcow2"), file),
+            "a rebuilt image of the same size is a new volume"
         );
         assert_eq!(
             disk_volume_name(Uuid::nil()),
