@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    BOOT_TIMEOUT, guest_image, key_pair, ssh, wait_for_event, wait_for_serial,
+    BOOT_TIMEOUT, guest_image, key_pair, ssh, test_bridge, wait_for_event, wait_for_serial,
     wait_for_serial_times,
 };
 use tokio::io::AsyncReadExt;
@@ -253,4 +253,18 @@ async fn a_guest_lives_through_its_whole_lifecycle_under_libvirt() {
         !volumes.contains(&id.to_string()),
         "volumes remain:\n{volumes}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bridged_guest_takes_its_static_address_under_libvirt() {
+    let (Some(image), Some(uri), Some(bridge)) = (guest_image(), libvirt_uri(), test_bridge())
+    else {
+        return;
+    };
+    let mut config = LibvirtConfig::new(uri);
+    config.accel = AccelChoice::Fixed(Accel::Tcg);
+    config.op_timeout = Duration::from_secs(90);
+    let driver = LibvirtDriver::connect(config).await.expect("connect");
+    let keys = tempfile::tempdir().expect("key dir");
+    common::bridged_life(&driver, keys.path(), image, &bridge).await;
 }

@@ -12,12 +12,10 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    BOOT_TIMEOUT, TestNode, bridge_address, guest_image, key_pair, ssh, ssh_to, test_bridge,
-    wait_for_serial, wait_for_serial_times,
+    BOOT_TIMEOUT, TestNode, guest_image, key_pair, ssh, test_bridge, wait_for_serial,
+    wait_for_serial_times,
 };
-use vmcloud_hypervisor::{
-    Driver, MacAddress, Network, StaticIpv4, StopOutcome, VmStatus, tap_name,
-};
+use vmcloud_hypervisor::{Driver, Network, StopOutcome, VmStatus};
 
 #[tokio::test]
 async fn a_guest_boots_from_its_seed_takes_ssh_and_powers_off_on_request() {
@@ -91,59 +89,5 @@ async fn a_bridged_guest_takes_its_static_address_on_the_bridge() {
         return;
     };
     let node = TestNode::new().await;
-    let driver: &dyn Driver = node.driver.as_ref();
-    let (key, public) = key_pair(node.data_dir(), "platform").await;
-    let mut spec = common::spec("bridged", image, 1);
-    spec.memory_mib = 256;
-    spec.cloud_init.ssh_authorized_keys = vec![public];
-    let address = bridge_address();
-    spec.network = Network::Bridge {
-        mac: MacAddress::for_vm(spec.id),
-        bridge: bridge.clone(),
-        ipv4: Some(StaticIpv4 {
-            address,
-            prefix_len: 16,
-            gateway: Some("10.213.0.1".parse().expect("gateway")),
-            nameservers: Vec::new(),
-        }),
-    };
-    driver.define(&spec).await.expect("define");
-    driver.start(spec.id).await.expect("start");
-    let tap = tap_name(spec.id);
-    let master =
-        std::fs::read_link(format!("/sys/class/net/{tap}/master")).expect("tap on a bridge");
-    assert!(master.ends_with(&bridge), "{}", master.display());
-
-    wait_for_serial(
-        driver,
-        spec.id,
-        "VMCLOUD-GUEST-READY hostname=bridged",
-        BOOT_TIMEOUT,
-    )
-    .await;
-    // Straight to the guest's own address on port 22: no forwarding.
-    let answer = ssh_to(
-        &key,
-        &address.to_string(),
-        22,
-        "hostname; ip -4 -o addr show dev eth0",
-    )
-    .await;
-    assert!(answer.starts_with("bridged\n"), "{answer}");
-    assert!(answer.contains(&format!("inet {address}/16")), "{answer}");
-    let stats = driver.stats(spec.id).await.expect("stats");
-    assert!(
-        stats.net_rx_bytes.is_some_and(|bytes| bytes > 0),
-        "{stats:?}"
-    );
-    assert!(
-        stats.net_tx_bytes.is_some_and(|bytes| bytes > 0),
-        "{stats:?}"
-    );
-
-    driver.destroy(spec.id).await.expect("destroy");
-    assert!(
-        !std::path::Path::new("/sys/class/net").join(&tap).exists(),
-        "the tap went with the VM"
-    );
+    common::bridged_life(node.driver.as_ref(), node.data_dir(), image, &bridge).await;
 }

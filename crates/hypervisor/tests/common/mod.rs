@@ -14,8 +14,8 @@ use tokio::process::Command;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 use vmcloud_hypervisor::{
-    Accel, AccelChoice, CloudInit, Driver, MacAddress, Network, QemuConfig, QemuDriver, VmEvent,
-    VmSpec, VmStatus,
+    Accel, AccelChoice, CloudInit, Driver, MacAddress, Network, QemuConfig, QemuDriver, StaticIpv4,
+    VmEvent, VmSpec, VmStatus, tap_name,
 };
 
 pub struct TestNode {
@@ -265,7 +265,66 @@ pub fn test_bridge() -> Option<String> {
 
 /// An address on the test bridge's /16 that no other test picks, with
 /// overwhelming likelihood.
-pub fn bridge_address() -> Ipv4Addr {
+fn bridge_address() -> Ipv4Addr {
     let [a, b, ..] = Uuid::new_v4().into_bytes();
     Ipv4Addr::new(10, 213, a.clamp(1, 254), b.clamp(1, 254))
+}
+
+/// Boots a guest on `bridge` with a static address, SSHes straight to that
+/// address, reads its network counters and destroys it, tap included.
+pub async fn bridged_life(driver: &dyn Driver, dir: &Path, image: PathBuf, bridge: &str) {
+    let (key, public) = key_pair(dir, "bridged").await;
+    let mut spec = spec("bridged", image, 1);
+    spec.memory_mib = 256;
+    spec.cloud_init.ssh_authorized_keys = vec![public];
+    let address = bridge_address();
+    spec.network = Network::Bridge {
+        mac: MacAddress::for_vm(spec.id),
+        bridge: bridge.to_owned(),
+        ipv4: Some(StaticIpv4 {
+            address,
+            prefix_len: 16,
+            gateway: Some(Ipv4Addr::new(10, 213, 0, 1)),
+            nameservers: Vec::new(),
+        }),
+    };
+    driver.define(&spec).await.expect("define");
+    driver.start(spec.id).await.expect("start");
+    let tap = tap_name(spec.id);
+    let master =
+        std::fs::read_link(format!("/sys/class/net/{tap}/master")).expect("tap on a bridge");
+    assert!(master.ends_with(bridge), "{}", master.display());
+
+    wait_for_serial(
+        driver,
+        spec.id,
+        "VMCLOUD-GUEST-READY hostname=bridged",
+        BOOT_TIMEOUT,
+    )
+    .await;
+    // Straight to the guest's own address on port 22: no forwarding.
+    let answer = ssh_to(
+        &key,
+        &address.to_string(),
+        22,
+        "hostname; ip -4 -o addr show dev eth0",
+    )
+    .await;
+    assert!(answer.starts_with("bridged\n"), "{answer}");
+    assert!(answer.contains(&format!("inet {address}/16")), "{answer}");
+    let stats = driver.stats(spec.id).await.expect("stats");
+    assert!(
+        stats.net_rx_bytes.is_some_and(|bytes| bytes > 0),
+        "{stats:?}"
+    );
+    assert!(
+        stats.net_tx_bytes.is_some_and(|bytes| bytes > 0),
+        "{stats:?}"
+    );
+
+    driver.destroy(spec.id).await.expect("destroy");
+    assert!(
+        !Path::new("/sys/class/net").join(&tap).exists(),
+        "the tap went with the VM"
+    );
 }
