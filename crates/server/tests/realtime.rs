@@ -268,36 +268,39 @@ async fn a_customer_follows_their_vm_live_in_order() {
         assert_eq!(pair[1].0, pair[0].1, "{provisioning:?}");
     }
 
-    // Subscribed, it gets live samples, and a stop's progress and states.
+    // Subscribed, it gets live samples, then a stop's progress and states,
+    // interleaved in the order they happened.
     assert_eq!(live.subscribe(&id).await["ok"], true);
     let sample = live.next_within("instance.metrics", SLOW).await;
     assert_eq!(sample["id"], id.as_str());
     assert!(sample["cpu_percent"].is_number(), "{sample}");
     let stop = cloud.act(&ann, &id, json!({ "type": "stop" })).await;
-    assert_eq!(
-        transitions_until(&mut live, "stopped").await,
-        [
-            (json!("running"), json!("stopping")),
-            (json!("stopping"), json!("stopped")),
-        ]
-    );
-    let mut progress = Vec::new();
-    loop {
-        let event = live.next("instance.action").await;
-        if event["action"]["id"] != stop["id"] {
-            continue;
-        }
-        let action = &event["action"];
-        progress.push((action["status"].clone(), action["step"].clone()));
-        if action["status"] == "succeeded" {
-            assert_eq!(action["step"], action["total_steps"], "{event}");
-            break;
+    let mut story = Vec::new();
+    while story
+        .last()
+        .is_none_or(|last: &String| !last.starts_with("action succeeded"))
+    {
+        let (name, event) = live.any().await;
+        match name.as_str() {
+            "instance.status" => story.push(format!("status {} -> {}", event["from"], event["to"])),
+            "instance.action" if event["action"]["id"] == stop["id"] => story.push(format!(
+                "action {} {}/{}",
+                event["action"]["status"].as_str().unwrap_or_default(),
+                event["action"]["step"],
+                event["action"]["total_steps"]
+            )),
+            _ => {}
         }
     }
     assert_eq!(
-        progress.first(),
-        Some(&(json!("running"), json!(0))),
-        "{progress:?}"
+        story,
+        [
+            "action running 0/1",
+            "status \"running\" -> \"stopping\"",
+            "action running 1/1",
+            "status \"stopping\" -> \"stopped\"",
+            "action succeeded 1/1",
+        ]
     );
     cloud.delete_instance(&ann, &id).await;
     cloud.app.stop().await;
