@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod mail;
 pub mod modules;
 pub mod pagination;
+pub mod realtime;
 pub mod startup;
 pub mod telemetry;
 pub mod validation;

@@ -24,6 +24,7 @@ use crate::modules::nodes::drivers::Drivers;
 use crate::modules::products::{demo, images};
 use crate::modules::users::UserViews;
 use crate::modules::users::flows;
+use crate::realtime;
 use crate::telemetry;
 
 /// What this process does.
@@ -148,9 +149,16 @@ impl Application {
             )
             .run(shutdown.child_token()),
         );
-        let router = match role {
-            Role::Serve => http::router(state.clone()),
-            Role::Worker => http::probe_router(state.clone()),
+        let (router, realtime) = match role {
+            Role::Serve => {
+                let (layer, io) = realtime::layer(&state);
+                let relay = realtime::run(io, state.cache.clone(), shutdown.child_token());
+                (
+                    http::router(state.clone()).layer(layer),
+                    Some(tokio::spawn(relay)),
+                )
+            }
+            Role::Worker => (http::probe_router(state.clone()), None),
         };
         let mut server = tokio::spawn(
             axum::serve(
@@ -179,6 +187,9 @@ impl Application {
         workers.await.context("worker pool task failed")?;
         reconciler.await.context("reconciler task failed")?;
         sampler.await.context("metrics sampler task failed")?;
+        if let Some(realtime) = realtime {
+            realtime.await.context("real-time task failed")?;
+        }
         if let Err(err) = views.await.context("view invalidation task failed")? {
             tracing::warn!(error = %err, "view invalidation listener stopped");
         }

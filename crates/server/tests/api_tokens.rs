@@ -137,6 +137,7 @@ async fn a_live_token_authenticates_and_records_its_use_once_a_minute() {
             token_id: created.view.id,
             user_id: owner,
             scope: TokenScope::ReadWrite,
+            expires_at: None,
         }
     );
     let first_use = row(&db, created.view.id)

@@ -121,6 +121,8 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/instances/{id}/console/vnc", Ticket),
         ("GET /api/v1/admin/settings/instances", Admin),
         ("PUT /api/v1/admin/settings/instances", Admin),
+        ("GET /api/v1/admin/settings/realtime", Admin),
+        ("PUT /api/v1/admin/settings/realtime", Admin),
     ])
 }
 

@@ -108,49 +108,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, Problem>
         .ok_or_else(|| {
             unauthorized("Sign in, or send an access token as `Authorization: Bearer …`.")
         })?;
-    let actor = if token.starts_with(api_tokens::TOKEN_PREFIX) {
-        let invalid = || unauthorized("The API token is invalid, expired or revoked.");
-        let found = api_tokens::authenticate(&state.db, token)
-            .await
-            .map_err(Problem::from)?
-            .ok_or_else(invalid)?;
-        // A suspended or closed account's tokens stop working with it.
-        let account = users::find(&state.db, found.user_id)
-            .await
-            .map_err(|_| invalid())?;
-        if account.status != UserStatus::Active {
-            return Err(invalid());
-        }
-        Actor {
-            user_id: found.user_id,
-            role: account.role,
-            credential: Credential::ApiToken {
-                token_id: found.token_id,
-                scope: found.scope,
-            },
-            impersonator: None,
-            two_factor: account.totp_enabled_at.is_some(),
-        }
-    } else {
-        let claims = access::verify(&state.keys, token).map_err(Problem::from)?;
-        if revocation::is_revoked(&state.cache, &claims)
-            .await
-            .map_err(Problem::from)?
-        {
-            return Err(unauthorized("The access token has been revoked."));
-        }
-        Actor {
-            user_id: claims.sub,
-            role: claims.role,
-            credential: Credential::Session {
-                session_id: claims.sid,
-                jti: claims.jti,
-                expires_at: claims.expires_at(),
-            },
-            impersonator: claims.imp,
-            two_factor: claims.mfa,
-        }
-    };
+    let actor = authenticate_token(state, token).await?;
     if !matches!(parts.method, Method::GET | Method::HEAD) {
         actor.require_write().map_err(Problem::from)?;
     }
@@ -170,6 +128,51 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, Problem>
             .map_err(Problem::from)?;
     }
     Ok(actor)
+}
+
+/// Who `token` (an access token or a personal API token) acts for, as the
+/// REST API and the real-time endpoint both accept it.
+pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Actor, Error> {
+    let unauthorized = |detail: &str| Error::Unauthorized(detail.to_owned());
+    if token.starts_with(api_tokens::TOKEN_PREFIX) {
+        let invalid = || unauthorized("The API token is invalid, expired or revoked.");
+        let found = api_tokens::authenticate(&state.db, token)
+            .await?
+            .ok_or_else(invalid)?;
+        // A suspended or closed account's tokens stop working with it.
+        let account = users::find(&state.db, found.user_id)
+            .await
+            .map_err(|_| invalid())?;
+        if account.status != UserStatus::Active {
+            return Err(invalid());
+        }
+        return Ok(Actor {
+            user_id: found.user_id,
+            role: account.role,
+            credential: Credential::ApiToken {
+                token_id: found.token_id,
+                scope: found.scope,
+                expires_at: found.expires_at,
+            },
+            impersonator: None,
+            two_factor: account.totp_enabled_at.is_some(),
+        });
+    }
+    let claims = access::verify(&state.keys, token)?;
+    if revocation::is_revoked(&state.cache, &claims).await? {
+        return Err(unauthorized("The access token has been revoked."));
+    }
+    Ok(Actor {
+        user_id: claims.sub,
+        role: claims.role,
+        credential: Credential::Session {
+            session_id: claims.sid,
+            jti: claims.jti,
+            expires_at: claims.expires_at(),
+        },
+        impersonator: claims.imp,
+        two_factor: claims.mfa,
+    })
 }
 
 /// When admins require it, staff routes refuse staff who have not turned on

@@ -7,6 +7,7 @@ pub mod admin_addresses;
 pub mod admin_catalog;
 pub mod admin_nodes;
 pub mod admin_outbox;
+pub mod admin_realtime;
 pub mod admin_security;
 pub mod admin_users;
 pub mod api_tokens;

@@ -9,9 +9,9 @@ use utoipa_axum::routes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
-    AppState, admin_addresses, admin_catalog, admin_nodes, admin_outbox, admin_security,
-    admin_users, api_tokens, auth, catalog, console, health, instances, ssh_keys, two_factor,
-    users,
+    AppState, admin_addresses, admin_catalog, admin_nodes, admin_outbox, admin_realtime,
+    admin_security, admin_users, api_tokens, auth, catalog, console, health, instances, ssh_keys,
+    two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -148,7 +148,11 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(console::issue_console_ticket))
         .routes(routes!(console::serial_console))
         .routes(routes!(console::vnc_console))
-        .routes(routes!(instances::get_policy, instances::update_policy));
+        .routes(routes!(instances::get_policy, instances::update_policy))
+        .routes(routes!(
+            admin_realtime::get_policy,
+            admin_realtime::update_policy
+        ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

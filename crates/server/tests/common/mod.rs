@@ -166,12 +166,50 @@ impl TestApp {
 
     /// Starts a server on an existing database with a given configuration.
     pub async fn spawn_on(database: TestDatabase, config: vmcloud_server::config::Config) -> Self {
-        let app = vmcloud_server::startup::Application::build(
-            config.clone(),
-            vmcloud_server::startup::Role::Serve,
+        Self::spawn_as(database, config, vmcloud_server::startup::Role::Serve).await
+    }
+
+    /// Another process of the same deployment: a `serve` replica or a
+    /// `worker` on this app's database and Redis key space, with its
+    /// configuration adjusted by `configure`. Its own data directory keeps
+    /// nothing shared but the database and the cache.
+    pub async fn spawn_replica(
+        &self,
+        role: vmcloud_server::startup::Role,
+        configure: impl FnOnce(&mut vmcloud_server::config::Config),
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = self.config.clone();
+        config.bind = "127.0.0.1:0".parse().expect("addr");
+        config.data_dir = dir.path().to_path_buf();
+        // Replicas share their signing key, here the generated one.
+        let key_file = vmcloud_server::modules::auth::keys::GENERATED_KEY_FILE;
+        std::fs::copy(
+            self.config.data_dir.join(key_file),
+            dir.path().join(key_file),
         )
-        .await
-        .expect("the application builds");
+        .expect("the signing key is shared");
+        configure(&mut config);
+        let database = TestDatabase {
+            settings: DatabaseSettings {
+                data_dir: dir.path().to_path_buf(),
+                ..self.database.settings.clone()
+            },
+            dir,
+            // Dropped with the first app's.
+            pg_name: None,
+        };
+        Self::spawn_as(database, config, role).await
+    }
+
+    async fn spawn_as(
+        database: TestDatabase,
+        config: vmcloud_server::config::Config,
+        role: vmcloud_server::startup::Role,
+    ) -> Self {
+        let app = vmcloud_server::startup::Application::build(config.clone(), role)
+            .await
+            .expect("the application builds");
         let address = app.local_addr();
         let state = app.state().clone();
         let shutdown = tokio_util::sync::CancellationToken::new();

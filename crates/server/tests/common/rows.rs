@@ -73,11 +73,36 @@ pub async fn catalogue(conn: &DatabaseConnection) -> Catalogue {
     .insert(conn)
     .await
     .expect("insert image");
-    let node = node::ActiveModel {
-        name: Set("node-1".to_owned()),
+    let node = new_node(
+        conn,
+        &region,
+        "node-1",
+        node::NodeDriver::Qemu,
+        "/var/lib/vmcloud/run",
+    )
+    .await;
+    Catalogue {
+        user,
+        region,
+        product,
+        image,
+        node,
+    }
+}
+
+/// An online node of `region` with room for a few instances.
+pub async fn new_node(
+    conn: &DatabaseConnection,
+    region: &region::Model,
+    name: &str,
+    driver: node::NodeDriver,
+    uri: &str,
+) -> node::Model {
+    node::ActiveModel {
+        name: Set(name.to_owned()),
         region_id: Set(region.id),
-        driver: Set(node::NodeDriver::Qemu),
-        uri: Set("/var/lib/vmcloud/run".to_owned()),
+        driver: Set(driver),
+        uri: Set(uri.to_owned()),
         status: Set(node::NodeStatus::Online),
         vcpus_total: Set(8),
         memory_mib_total: Set(16_384),
@@ -86,14 +111,7 @@ pub async fn catalogue(conn: &DatabaseConnection) -> Catalogue {
     }
     .insert(conn)
     .await
-    .expect("insert node");
-    Catalogue {
-        user,
-        region,
-        product,
-        image,
-        node,
-    }
+    .expect("insert node")
 }
 
 pub async fn new_instance(conn: &DatabaseConnection, cat: &Catalogue) -> instance::Model {

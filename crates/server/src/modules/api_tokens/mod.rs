@@ -102,6 +102,8 @@ pub struct AuthenticatedToken {
     pub token_id: ApiTokenId,
     pub user_id: UserId,
     pub scope: TokenScope,
+    /// When it stops working, if ever: long connections end then.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// Makes a token for `owner`. The secret is returned here and never again.
@@ -222,6 +224,7 @@ pub async fn authenticate(db: &Database, presented: &str) -> Result<Option<Authe
         token_id: row.id,
         user_id: row.user_id,
         scope: row.scope,
+        expires_at: row.expires_at,
     }))
 }
 

@@ -30,6 +30,7 @@ pub enum Credential {
     ApiToken {
         token_id: ApiTokenId,
         scope: TokenScope,
+        expires_at: Option<DateTime<Utc>>,
     },
     /// The platform itself, at start-up (seeding the demo catalog).
     Platform,
@@ -73,6 +74,15 @@ impl Actor {
         match self.credential {
             Credential::Session { session_id, .. } => Some(session_id),
             Credential::ApiToken { .. } | Credential::Platform => None,
+        }
+    }
+
+    /// When the credential stops working, if ever.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        match self.credential {
+            Credential::Session { expires_at, .. } => Some(expires_at),
+            Credential::ApiToken { expires_at, .. } => expires_at,
+            Credential::Platform => None,
         }
     }
 

@@ -1,30 +1,19 @@
 //! Every state change of an instance is written to the audit log, published
-//! on the cache's pub/sub (for the real-time layer and other replicas), and
-//! counted in the metrics.
+//! as a live `instance.status` event (for the real-time layer, on every
+//! replica), and counted in the metrics. Action progress and usage samples
+//! are published as `instance.action` and `instance.metrics`.
 
 use sea_orm::ActiveEnum as _;
-use serde::{Deserialize, Serialize};
+use sea_orm::EntityTrait as _;
 
 use super::Services;
+use super::actions::ActionView;
 use crate::db::entities::instance::{self, InstanceStatus};
+use crate::db::entities::{instance_action, instance_metric};
 use crate::error::Result;
-use crate::ids::{InstanceId, UserId};
+use crate::ids::UserId;
 use crate::modules::audit::{self, Event};
-
-/// The pub/sub channel instance events are published on.
-pub const CHANNEL: &str = "events:instances";
-
-/// What subscribers of [`CHANNEL`] receive, as JSON.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceEvent {
-    pub instance_id: InstanceId,
-    /// The owner, whose room the event goes to.
-    pub user_id: UserId,
-    /// `None` when the instance was just created.
-    pub from: Option<InstanceStatus>,
-    pub status: InstanceStatus,
-    pub reason: Option<String>,
-}
+use crate::modules::events::{self as live, Audience, EventType};
 
 /// Records that `row` is now in its status (having been in `from`).
 /// `actor` is `None` when the platform itself changed it.
@@ -35,36 +24,73 @@ pub async fn status_changed(
     actor: Option<UserId>,
     action: &'static str,
 ) -> Result<()> {
-    let event = InstanceEvent {
-        instance_id: row.id,
-        user_id: row.user_id,
-        from,
-        status: row.status,
-        reason: row.status_reason.clone(),
-    };
     let context = audit::Context {
         actor,
         ..Default::default()
     };
+    let change = serde_json::json!({
+        "from": from,
+        "to": row.status,
+        "reason": row.status_reason,
+    });
     audit::record(
         &services.db,
         &context,
         Event::new(action)
             .on("instance", row.id)
-            .details(serde_json::json!({
-                "from": from,
-                "to": row.status,
-                "reason": row.status_reason,
-            })),
+            .details(change.clone()),
     )
     .await?;
     metrics::counter!("vmcloud_instance_transitions_total", "to" => row.status.to_value())
         .increment(1);
-    let payload = serde_json::to_vec(&event).map_err(anyhow::Error::from)?;
-    // The change is committed and audited; a subscriber that misses the
-    // event still sees the new state on its next read.
-    if let Err(err) = services.cache.publish(CHANNEL, &payload).await {
-        tracing::warn!(instance = %row.id, error = format!("{err:#}"), "cannot publish an instance event");
-    }
+    let event = live::Event::new(EventType::InstanceStatus, row.id, change);
+    live::publish(&services.cache, audience(row), event).await;
     Ok(())
+}
+
+/// The owner's connections and those watching the instance.
+fn audience(row: &instance::Model) -> Vec<Audience> {
+    vec![Audience::User(row.user_id), Audience::Instance(row.id)]
+}
+
+/// Publishes where an action stands (its step, then how it ended) as an
+/// `instance.action` event about its instance.
+pub async fn action_changed(services: &Services, action: &instance_action::Model) -> Result<()> {
+    let Some(row) = instance::Entity::find_by_id(action.instance_id)
+        .one(services.db.writer())
+        .await?
+    else {
+        return Ok(());
+    };
+    let view = ActionView::from(action.clone());
+    let event = live::Event::new(
+        EventType::InstanceAction,
+        row.id,
+        serde_json::json!({ "action": view }),
+    );
+    live::publish(&services.cache, audience(&row), event).await;
+    Ok(())
+}
+
+/// Publishes a usage sample to the connections watching its instance.
+pub async fn sampled(services: &Services, sample: &instance_metric::Model) {
+    let event = live::Event::new(
+        EventType::InstanceMetrics,
+        sample.instance_id,
+        serde_json::json!({
+            "sampled_at": sample.sampled_at,
+            "cpu_percent": sample.cpu_percent,
+            "memory_used_mib": sample.memory_used_mib,
+            "disk_read_bytes": sample.disk_read_bytes,
+            "disk_write_bytes": sample.disk_write_bytes,
+            "net_rx_bytes": sample.net_rx_bytes,
+            "net_tx_bytes": sample.net_tx_bytes,
+        }),
+    );
+    live::publish(
+        &services.cache,
+        vec![Audience::Instance(sample.instance_id)],
+        event,
+    )
+    .await;
 }

@@ -398,11 +398,15 @@ impl Sampler {
         let rows = self.record(read);
         if !rows.is_empty() {
             instance_metric::Entity::insert_many(
-                rows.into_iter()
+                rows.iter()
+                    .cloned()
                     .map(sea_orm::IntoActiveModel::into_active_model),
             )
             .exec(db.writer())
             .await?;
+        }
+        for row in &rows {
+            super::events::sampled(&self.services, row).await;
         }
         Ok(())
     }

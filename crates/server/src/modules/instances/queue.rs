@@ -165,6 +165,7 @@ async fn drain(runner: &Runner, instance: InstanceId) -> anyhow::Result<()> {
             active.started_at = Set(Some(crate::db::entities::now()));
         }
         let action = active.update(runner.services.db.writer()).await?;
+        super::events::action_changed(&runner.services, &action).await?;
         let result = super::run::execute(runner, &action).await;
         let mut active = action.into_active_model();
         active.finished_at = Set(Some(crate::db::entities::now()));
@@ -175,7 +176,8 @@ async fn drain(runner: &Runner, instance: InstanceId) -> anyhow::Result<()> {
                 active.error = Set(Some(format!("{err:#}")));
             }
         }
-        active.update(runner.services.db.writer()).await?;
+        let action = active.update(runner.services.db.writer()).await?;
+        super::events::action_changed(&runner.services, &action).await?;
     }
     Ok(())
 }

@@ -36,6 +36,7 @@ use crate::db::entities::instance::{self, InstanceStatus};
 use crate::db::entities::instance_action::{self, ActionKind, ActionStatus};
 use crate::db::entities::node::{self, NodeStatus};
 use crate::ids::InstanceId;
+use crate::modules::events::{self as live, Audience, EventType};
 
 /// Waiting actions older than this with nobody holding their queue were
 /// lost (an enqueue that failed after its commit).
@@ -273,6 +274,14 @@ async fn mark_node(runner: &Runner, node: &node::Model, answered: bool) -> anyho
         }
     }
     active.update(runner.services.db.writer()).await?;
+    if status != node.status {
+        let event = live::Event::new(
+            EventType::NodeStatus,
+            node.id,
+            serde_json::json!({ "name": node.name, "from": node.status, "to": status }),
+        );
+        live::publish(&runner.services.cache, vec![Audience::Staff], event).await;
+    }
     Ok(())
 }
 

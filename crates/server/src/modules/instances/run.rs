@@ -42,7 +42,8 @@ impl Progress<'_> {
         let mut active = self.action.clone().into_active_model();
         active.step = Set(step);
         active.step_label = Set(Some(label.to_owned()));
-        active.update(self.runner.services.db.writer()).await?;
+        let action = active.update(self.runner.services.db.writer()).await?;
+        events::action_changed(&self.runner.services, &action).await?;
         Ok(())
     }
 
