@@ -9,12 +9,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::Database;
 use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::billing;
 use crate::modules::instances::console::SerialHubs;
 use crate::modules::instances::metrics::{LatestReadings, Sampler};
 use crate::modules::instances::queue::{self, RunSettings, Runner};
@@ -46,6 +48,16 @@ impl Application {
     /// Connects to everything, applies migrations and binds the listener.
     /// Each failure names its cause.
     pub async fn build(config: Config, role: Role) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, role, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Self::build`], with the platform's time read from `clock`
+    /// (tests simulate billing hours with a settable one).
+    pub async fn build_with_clock(
+        config: Config,
+        role: Role,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let db = Database::connect(&config.database()).await?;
         db.migrate().await?;
@@ -68,7 +80,7 @@ impl Application {
         if role == Role::Serve
             && let Some(image) = &config.demo_image
         {
-            demo::seed(&db, &jobs, &config.local_region, image).await?;
+            demo::seed(&db, &cache, &jobs, &config.local_region, image).await?;
         }
         if role == Role::Serve
             && let Some(token) = flows::first_admin_setup_token(&db).await?
@@ -109,6 +121,7 @@ impl Application {
                 drivers: Drivers::new(config_accel),
                 serial_hubs: SerialHubs::default(),
                 instance_readings: LatestReadings::default(),
+                clock,
             },
         })
     }
@@ -148,6 +161,11 @@ impl Application {
             )
             .run(shutdown.child_token()),
         );
+        let accrual = tokio::spawn(billing::run_accrual(
+            state.billing(),
+            Duration::from_secs(state.config.billing_accrual_interval_secs),
+            shutdown.child_token(),
+        ));
         let router = match role {
             Role::Serve => http::router(state.clone()),
             Role::Worker => http::probe_router(state.clone()),
@@ -179,6 +197,7 @@ impl Application {
         workers.await.context("worker pool task failed")?;
         reconciler.await.context("reconciler task failed")?;
         sampler.await.context("metrics sampler task failed")?;
+        accrual.await.context("usage accrual task failed")?;
         if let Err(err) = views.await.context("view invalidation task failed")? {
             tracing::warn!(error = %err, "view invalidation listener stopped");
         }

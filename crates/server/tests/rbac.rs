@@ -118,6 +118,13 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/instances/{id}/console/vnc", Ticket),
         ("GET /api/v1/admin/settings/instances", Admin),
         ("PUT /api/v1/admin/settings/instances", Admin),
+        ("GET /api/v1/billing/balance", Account),
+        ("GET /api/v1/billing/usage", Account),
+        ("GET /api/v1/billing/transactions", Account),
+        ("GET /api/v1/admin/billing/transactions", Staff),
+        ("POST /api/v1/admin/billing/users/{id}/adjustments", Admin),
+        ("GET /api/v1/admin/settings/billing", Admin),
+        ("PUT /api/v1/admin/settings/billing", Admin),
     ])
 }
 

@@ -9,8 +9,8 @@ use utoipa_axum::routes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
-    AppState, admin_catalog, admin_nodes, admin_outbox, admin_security, admin_users, api_tokens,
-    auth, catalog, console, health, instances, ssh_keys, two_factor, users,
+    AppState, admin_billing, admin_catalog, admin_nodes, admin_outbox, admin_security, admin_users,
+    api_tokens, auth, billing, catalog, console, health, instances, ssh_keys, two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -29,6 +29,7 @@ use crate::http::{
         (name = "api-tokens", description = "Personal tokens for automation"),
         (name = "catalog", description = "Plans, regions and images on offer"),
         (name = "instances", description = "Virtual machines, their actions, snapshots and consoles"),
+        (name = "billing", description = "The account's balance, usage and ledger"),
         (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
@@ -145,7 +146,16 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(console::issue_console_ticket))
         .routes(routes!(console::serial_console))
         .routes(routes!(console::vnc_console))
-        .routes(routes!(instances::get_policy, instances::update_policy));
+        .routes(routes!(instances::get_policy, instances::update_policy))
+        .routes(routes!(billing::balance))
+        .routes(routes!(billing::usage))
+        .routes(routes!(billing::transactions))
+        .routes(routes!(admin_billing::transactions))
+        .routes(routes!(admin_billing::adjust))
+        .routes(routes!(
+            admin_billing::get_policy,
+            admin_billing::update_policy
+        ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -111,4 +111,5 @@ pub mod subscription;
 pub mod support_ticket;
 pub mod ticket_message;
 pub mod transaction;
+pub mod usage_segment;
 pub mod user;

@@ -10,6 +10,7 @@ use crate::db::entities::instance::{self, InstanceStatus};
 use crate::error::Result;
 use crate::ids::{InstanceId, UserId};
 use crate::modules::audit::{self, Event};
+use crate::modules::billing;
 
 /// The pub/sub channel instance events are published on.
 pub const CHANNEL: &str = "events:instances";
@@ -26,7 +27,8 @@ pub struct InstanceEvent {
     pub reason: Option<String>,
 }
 
-/// Records that `row` is now in its status (having been in `from`).
+/// Records that `row` is now in its status (having been in `from`), and
+/// moves its subscription along.
 /// `actor` is `None` when the platform itself changed it.
 pub async fn status_changed(
     services: &Services,
@@ -35,6 +37,9 @@ pub async fn status_changed(
     actor: Option<UserId>,
     action: &'static str,
 ) -> Result<()> {
+    // Billing follows the instance: a stop, a start or the deletion ends
+    // the usage segment that was running.
+    billing::subscriptions::track(&services.db, row, services.clock.now()).await?;
     let event = InstanceEvent {
         instance_id: row.id,
         user_id: row.user_id,

@@ -1,0 +1,52 @@
+//! `/api/v1/billing`: the signed-in account's money — balance, this month's
+//! usage and the ledger. Each answer covers the caller's own account only,
+//! whatever their role.
+
+use axum::Json;
+use axum::extract::{Query, State};
+
+use crate::error::Result;
+use crate::http::AppState;
+use crate::http::extract::CurrentUser;
+use crate::http::pagination::{PageQuery, Pagination};
+use crate::modules::billing::ledger::{self, Balance, KindFilter, TransactionView};
+use crate::modules::billing::usage::{self, UsageReport};
+use crate::pagination::Page;
+
+/// The account's balance in each currency it moved money in: credit
+/// minus charges. Negative when the account owes.
+#[utoipa::path(get, path = "/billing/balance", tag = "billing", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Balance>)))]
+pub async fn balance(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+) -> Result<Json<Vec<Balance>>> {
+    Ok(Json(ledger::my_balances(&state.billing(), &actor).await?))
+}
+
+/// This month's usage per instance: what accrued so far (every started
+/// hour) and the forecast for the whole month, each capped at the plan's
+/// monthly price.
+#[utoipa::path(get, path = "/billing/usage", tag = "billing", security(("bearer" = [])),
+    responses((status = 200, body = UsageReport)))]
+pub async fn usage(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+) -> Result<Json<UsageReport>> {
+    Ok(Json(usage::report(&state.billing(), &actor).await?))
+}
+
+/// The account's ledger, newest first: usage charges, credits, payments.
+#[utoipa::path(get, path = "/billing/transactions", tag = "billing", security(("bearer" = [])),
+    params(PageQuery, KindFilter),
+    responses((status = 200, body = Page<TransactionView>)))]
+pub async fn transactions(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    Pagination(page): Pagination,
+    Query(filter): Query<KindFilter>,
+) -> Result<Json<Page<TransactionView>>> {
+    Ok(Json(
+        ledger::list_own(&state.billing(), &actor, filter.kind, page).await?,
+    ))
+}
