@@ -385,3 +385,223 @@ async fn an_order_opens_its_subscription_with_the_plans_prices() {
         )
     );
 }
+
+/// An instance of `owner` on `plan`, with its subscription opened now.
+async fn instance_of(
+    app: &TestApp,
+    clock: &ManualClock,
+    cat: &rows::Catalogue,
+    owner: vmcloud_server::ids::UserId,
+    plan: &product::Model,
+) -> instance::Model {
+    let row = instance::ActiveModel {
+        user_id: Set(owner),
+        product_id: Set(plan.id),
+        region_id: Set(cat.region.id),
+        image_id: Set(cat.image.id),
+        node_id: Set(Some(cat.node.id)),
+        name: Set("web".to_owned()),
+        hostname: Set("web".to_owned()),
+        status: Set(InstanceStatus::Running),
+        vcpus: Set(1),
+        memory_mib: Set(512),
+        disk_gib: Set(10),
+        ..Default::default()
+    }
+    .insert(app.state.db.writer())
+    .await
+    .expect("insert instance");
+    subscriptions::track(
+        &app.state.db,
+        &row,
+        vmcloud_server::clock::Clock::now(clock),
+    )
+    .await
+    .expect("subscription");
+    row
+}
+
+async fn customer(
+    app: &TestApp,
+    email: &str,
+    country: &str,
+    vat_id: Option<&str>,
+) -> (vmcloud_server::ids::UserId, common::Session) {
+    let id = app
+        .create_user(email, "correct horse battery", UserRole::Customer)
+        .await;
+    let user_id: vmcloud_server::ids::UserId = id.parse().expect("id");
+    let row = vmcloud_server::db::entities::user::Entity::find_by_id(user_id)
+        .one(app.state.db.writer())
+        .await
+        .expect("select")
+        .expect("user");
+    let mut active = row.into_active_model();
+    active.country = Set(Some(country.to_owned()));
+    active.vat_id = Set(vat_id.map(str::to_owned));
+    active.company = Set(vat_id.map(|_| "Beispiel GmbH".to_owned()));
+    active.update(app.state.db.writer()).await.expect("update");
+    (user_id, app.session_for(&id).await)
+}
+
+#[tokio::test]
+async fn monthly_invoices_are_numbered_without_gaps_with_vat_and_reverse_charge() {
+    let clock = ManualClock::new(at(31, 20, 0));
+    let app = TestApp::spawn_at(clock.clone()).await;
+    let cat = rows::catalogue(app.state.db.writer()).await;
+    let admin_id = app
+        .create_user(
+            "admin@example.com",
+            "correct horse battery",
+            UserRole::Admin,
+        )
+        .await;
+    let admin = app.session_for(&admin_id).await;
+    let hourly = plan(&app, "hourly", 10, 100_000).await;
+    let (alice_id, alice) = customer(&app, "alice@example.com", "FR", None).await;
+    let (bob_id, bob) = customer(&app, "bob@example.com", "DE", Some("DE 123456789")).await;
+    let (carol_id, _carol) = customer(&app, "carol@example.com", "US", None).await;
+    for owner in [alice_id, bob_id, carol_id] {
+        instance_of(&app, &clock, &cat, owner, &hourly).await;
+    }
+    let response = app
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/admin/billing/users/{alice_id}/adjustments"),
+            &admin,
+            &json!({"amount_minor": 10_000, "currency": "EUR", "reason": "Prepaid"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+
+    // March's last four hours are charged just after midnight; two passes
+    // at once issue each invoice once, numbered 1 to 3 whatever the order.
+    clock.set(Utc.with_ymd_and_hms(2026, 4, 1, 0, 30, 0).unwrap());
+    let billing = app.state.billing();
+    let (first, second) = tokio::join!(
+        vmcloud_server::modules::billing::pass(&billing),
+        vmcloud_server::modules::billing::pass(&billing)
+    );
+    first.expect("first pass");
+    second.expect("second pass");
+    vmcloud_server::modules::billing::pass(&billing)
+        .await
+        .expect("a later pass");
+    let all = app
+        .fetch_json(
+            Method::GET,
+            "/api/v1/admin/billing/invoices?limit=100",
+            &admin,
+        )
+        .await;
+    let invoices = all["items"].as_array().expect("items");
+    let mut numbers: Vec<&str> = invoices
+        .iter()
+        .map(|i| i["number"].as_str().expect("number"))
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, ["2026-000001", "2026-000002", "2026-000003"]);
+    let of = |user: vmcloud_server::ids::UserId| -> Value {
+        invoices
+            .iter()
+            .find(|i| i["user_id"] == json!(user))
+            .cloned()
+            .expect("the account's invoice")
+    };
+
+    // Alice (France, no VAT id) pays French VAT, from her credit.
+    let alices = of(alice_id);
+    assert_eq!(
+        (&alices["subtotal_minor"], &alices["tax_rate_basis_points"]),
+        (&json!(40), &json!(2000))
+    );
+    assert_eq!(
+        (&alices["tax_minor"], &alices["total_minor"]),
+        (&json!(8), &json!(48))
+    );
+    assert_eq!(alices["status"], "paid");
+    assert_eq!(alices["period_start"], json!(at(1, 0, 0)));
+    // Bob (a German business) is reverse-charged and owes the invoice.
+    let bobs = of(bob_id);
+    assert_eq!(bobs["reverse_charge"], true);
+    assert_eq!(
+        (&bobs["tax_minor"], &bobs["total_minor"]),
+        (&json!(0), &json!(40))
+    );
+    assert!(
+        bobs["legal_mention"]
+            .as_str()
+            .expect("mention")
+            .contains("Reverse charge")
+    );
+    assert_eq!(bobs["status"], "open");
+    // Carol, outside the EU, pays no VAT.
+    let carols = of(carol_id);
+    assert_eq!(
+        (&carols["tax_minor"], &carols["status"]),
+        (&json!(0), &json!("open"))
+    );
+
+    // The ledger adds up: each balance is the credit minus the invoices.
+    for (user, session, credit) in [(alice_id, &alice, 10_000), (bob_id, &bob, 0)] {
+        let balance = app
+            .fetch_json(Method::GET, "/api/v1/billing/balance", session)
+            .await;
+        let total = of(user)["total_minor"].as_i64().expect("total");
+        assert_eq!(balance[0]["amount_minor"], json!(credit - total));
+    }
+
+    // The customer reads their own invoice with its lines, and not Bob's.
+    let id = alices["id"].as_str().expect("id");
+    let detail = app
+        .fetch_json(
+            Method::GET,
+            &format!("/api/v1/billing/invoices/{id}"),
+            &alice,
+        )
+        .await;
+    assert_eq!(detail["number"], alices["number"]);
+    assert_eq!(detail["lines"][0]["amount_minor"], 40);
+    assert!(
+        detail["lines"][0]["description"]
+            .as_str()
+            .expect("description")
+            .contains("4 hours, March 2026")
+    );
+    assert_eq!(detail["parties"]["customer"]["country"], "FR");
+    let bobs_id = bobs["id"].as_str().expect("id");
+    assert_eq!(
+        app.status_of(
+            Method::GET,
+            &format!("/api/v1/billing/invoices/{bobs_id}"),
+            &alice
+        )
+        .await,
+        404
+    );
+    let own = app
+        .fetch_json(Method::GET, "/api/v1/billing/invoices", &alice)
+        .await;
+    assert_eq!(own["items"].as_array().expect("items").len(), 1);
+
+    // On demand: March is invoiced already, April is not over.
+    let path = format!("/api/v1/admin/billing/users/{alice_id}/invoices");
+    let again = app
+        .send_json(
+            Method::POST,
+            &path,
+            &admin,
+            &json!({"year": 2026, "month": 3}),
+        )
+        .await;
+    assert_eq!(again.status(), 409);
+    let early = app
+        .send_json(
+            Method::POST,
+            &path,
+            &admin,
+            &json!({"year": 2026, "month": 4}),
+        )
+        .await;
+    assert_eq!(early.status(), 422);
+}

@@ -15,9 +15,10 @@ use sea_orm::{
 };
 use serde_json::json;
 use vmcloud_server::db::entities::{
-    api_token, audit_log, image, instance, instance_action, instance_metric, invoice, invoice_line,
-    ip_address, node, notification, product, product_region, refresh_token, region, setting,
-    ssh_key, subscription, support_ticket, ticket_message, transaction, usage_segment, user,
+    api_token, audit_log, image, instance, instance_action, instance_metric, invoice,
+    invoice_counter, invoice_line, ip_address, node, notification, product, product_region,
+    refresh_token, region, setting, ssh_key, subscription, support_ticket, ticket_message,
+    transaction, usage_segment, user,
 };
 use vmcloud_server::ids::{
     ApiTokenId, AuditLogId, ImageId, InstanceActionId, InstanceId, InstanceMetricId, InvoiceId,
@@ -393,6 +394,16 @@ async fn every_entity_round_trips_with_every_column_set() {
                 "seller": {"name": "VMCloud SAS", "vat_id": "FR00000000000"},
                 "customer": {"name": "Example SAS", "country": "DE", "lines": [1, 2.5, null]},
             }),
+            created_at: at(1),
+            updated_at: at(2),
+        },
+    )
+    .await;
+    round_trip(
+        conn,
+        invoice_counter::Model {
+            year: 2026,
+            last_number: 41,
             created_at: at(1),
             updated_at: at(2),
         },

@@ -14,8 +14,10 @@ use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
 use crate::ids::UserId;
 use crate::modules::audit::{self, Event};
+use crate::modules::billing::invoices::{self, InvoiceFilter, InvoiceRequest, InvoiceView};
 use crate::modules::billing::ledger::{self, CreditAdjustment, TransactionFilter, TransactionView};
 use crate::modules::billing::policy::{self, BillingPolicy};
+use crate::modules::billing::tax::{self, InvoicingSettings};
 use crate::pagination::Page;
 
 /// Every account's transactions, newest first.
@@ -85,6 +87,75 @@ pub async fn update_policy(
     actor.require_admin()?;
     policy::set(&state.db, &state.cache, &body, actor.user_id).await?;
     let event = Event::new("settings.billing_changed")
+        .details(serde_json::to_value(&body).map_err(anyhow::Error::from)?);
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(Json(body))
+}
+
+/// Every account's invoices, newest first.
+#[utoipa::path(get, path = "/admin/billing/invoices", tag = "admin", security(("bearer" = [])),
+    params(PageQuery, InvoiceFilter),
+    responses((status = 200, body = Page<InvoiceView>), (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_invoices(
+    State(state): State<AppState>,
+    Staff(actor): Staff,
+    Pagination(page): Pagination,
+    Query(filter): Query<InvoiceFilter>,
+) -> Result<Json<Page<InvoiceView>>> {
+    Ok(Json(
+        invoices::list_all(&state.billing(), &actor, filter, page).await?,
+    ))
+}
+
+/// Invoice an account's usage of a finished month now, instead of waiting
+/// for the monthly run. Audited.
+#[utoipa::path(post, path = "/admin/billing/users/{id}/invoices", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), request_body = InvoiceRequest,
+    responses(
+        (status = 201, body = Vec<InvoiceView>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing left to invoice", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn issue_invoices(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    Path(user): Path<UserId>,
+    ValidJson(body): ValidJson<InvoiceRequest>,
+) -> Result<(StatusCode, Json<Vec<InvoiceView>>)> {
+    let issued = invoices::issue_on_demand(&state.billing(), &actor, user, &body).await?;
+    let numbers: Vec<_> = issued.iter().map(|i| i.number.clone()).collect();
+    let event = Event::new("billing.invoices_issued")
+        .on("user", user)
+        .details(serde_json::json!({"numbers": numbers}));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// The seller's identity printed on invoices, the VAT table and the
+/// payment terms.
+#[utoipa::path(get, path = "/admin/settings/invoicing", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = InvoicingSettings), (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_invoicing(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+) -> Result<Json<InvoicingSettings>> {
+    Ok(Json(tax::get(&state.db, &state.cache).await?))
+}
+
+/// Change the invoicing settings; invoices issued already keep theirs.
+#[utoipa::path(put, path = "/admin/settings/invoicing", tag = "admin", security(("bearer" = [])),
+    request_body = InvoicingSettings,
+    responses((status = 200, body = InvoicingSettings), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn update_invoicing(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<InvoicingSettings>,
+) -> Result<Json<InvoicingSettings>> {
+    tax::set(&state.db, &state.cache, &body, actor.user_id).await?;
+    let event = Event::new("settings.invoicing_changed")
         .details(serde_json::to_value(&body).map_err(anyhow::Error::from)?);
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok(Json(body))

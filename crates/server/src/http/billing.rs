@@ -3,12 +3,15 @@
 //! whatever their role.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 
 use crate::error::Result;
 use crate::http::AppState;
 use crate::http::extract::CurrentUser;
 use crate::http::pagination::{PageQuery, Pagination};
+use crate::http::problem::Problem;
+use crate::ids::InvoiceId;
+use crate::modules::billing::invoices::{self, InvoiceDetail, InvoiceView};
 use crate::modules::billing::ledger::{self, Balance, KindFilter, TransactionView};
 use crate::modules::billing::usage::{self, UsageReport};
 use crate::pagination::Page;
@@ -49,4 +52,30 @@ pub async fn transactions(
     Ok(Json(
         ledger::list_own(&state.billing(), &actor, filter.kind, page).await?,
     ))
+}
+
+/// The account's invoices, newest first.
+#[utoipa::path(get, path = "/billing/invoices", tag = "billing", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = Page<InvoiceView>)))]
+pub async fn list_invoices(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    Pagination(page): Pagination,
+) -> Result<Json<Page<InvoiceView>>> {
+    Ok(Json(
+        invoices::list_own(&state.billing(), &actor, page).await?,
+    ))
+}
+
+/// One of the account's invoices, with its lines and the parties.
+#[utoipa::path(get, path = "/billing/invoices/{id}", tag = "billing", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = InvoiceDetail), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_invoice(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    Path(id): Path<InvoiceId>,
+) -> Result<Json<InvoiceDetail>> {
+    Ok(Json(invoices::get(&state.billing(), &actor, id).await?))
 }

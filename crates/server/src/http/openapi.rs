@@ -29,7 +29,7 @@ use crate::http::{
         (name = "api-tokens", description = "Personal tokens for automation"),
         (name = "catalog", description = "Plans, regions and images on offer"),
         (name = "instances", description = "Virtual machines, their actions, snapshots and consoles"),
-        (name = "billing", description = "The account's balance, usage and ledger"),
+        (name = "billing", description = "The account's balance, usage, ledger and invoices"),
         (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
@@ -150,8 +150,16 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(billing::balance))
         .routes(routes!(billing::usage))
         .routes(routes!(billing::transactions))
+        .routes(routes!(billing::list_invoices))
+        .routes(routes!(billing::get_invoice))
         .routes(routes!(admin_billing::transactions))
         .routes(routes!(admin_billing::adjust))
+        .routes(routes!(admin_billing::list_invoices))
+        .routes(routes!(admin_billing::issue_invoices))
+        .routes(routes!(
+            admin_billing::get_invoicing,
+            admin_billing::update_invoicing
+        ))
         .routes(routes!(
             admin_billing::get_policy,
             admin_billing::update_policy

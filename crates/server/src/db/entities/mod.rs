@@ -94,6 +94,7 @@ pub mod instance;
 pub mod instance_action;
 pub mod instance_metric;
 pub mod invoice;
+pub mod invoice_counter;
 pub mod invoice_line;
 pub mod ip_address;
 pub mod job;
