@@ -103,6 +103,9 @@ pub struct Config {
     pub metrics_interval_secs: u64,
     /// How often finished hours of usage are charged to the accounts.
     pub billing_accrual_interval_secs: u64,
+    /// The signing secret of the Stripe webhook endpoint (`whsec_…`);
+    /// without it the webhook answers 503.
+    pub stripe_webhook_secret: Option<SecretString>,
     /// With it, `serve` seeds a demo catalog (`vmcloud serve --demo`): this
     /// guest image, and small plans in the local region.
     pub demo_image: Option<PathBuf>,

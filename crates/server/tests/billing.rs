@@ -605,3 +605,109 @@ async fn monthly_invoices_are_numbered_without_gaps_with_vat_and_reverse_charge(
         .await;
     assert_eq!(early.status(), 422);
 }
+
+fn stripe_signature(secret: &str, timestamp: i64, payload: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{timestamp}.{payload}").as_bytes());
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+#[tokio::test]
+async fn a_signed_stripe_top_up_credits_once_and_bad_signatures_change_nothing() {
+    let clock = ManualClock::new(at(2, 10, 30));
+    let app = TestApp::spawn_with_clock(
+        |config| {
+            config.billing_accrual_interval_secs = 3600;
+            config.stripe_webhook_secret = Some("whsec_test".to_owned().into());
+        },
+        std::sync::Arc::new(clock.clone()),
+    )
+    .await;
+    let alice_id = app
+        .create_user(
+            "alice@example.com",
+            "correct horse battery",
+            UserRole::Customer,
+        )
+        .await;
+    let alice = app.session_for(&alice_id).await;
+    let payload = json!({
+        "id": "evt_1", "type": "checkout.session.completed",
+        "data": {"object": {
+            "id": "cs_1", "client_reference_id": alice_id, "amount_total": 2000,
+            "currency": "eur", "payment_status": "paid",
+        }},
+    })
+    .to_string();
+    let deliver = |signature: String, body: String| {
+        app.client
+            .post(app.url("/api/v1/webhooks/stripe"))
+            .header("stripe-signature", signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let now = at(2, 10, 30).timestamp();
+    let balance = || app.fetch_json(Method::GET, "/api/v1/billing/balance", &alice);
+
+    for signature in [
+        stripe_signature("whsec_other", now, &payload),
+        stripe_signature("whsec_test", now - 301, &payload),
+        "t=1,v1=zz".to_owned(),
+    ] {
+        let response = deliver(signature, payload.clone()).await.expect("sent");
+        assert_eq!(response.status(), 400);
+        assert_eq!(
+            problem(response).await["type"],
+            "/problems/malformed-request"
+        );
+    }
+    let tampered = payload.replace("2000", "200000");
+    let response = deliver(stripe_signature("whsec_test", now, &payload), tampered)
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        balance().await,
+        json!([{"currency": "EUR", "amount_minor": 0}])
+    );
+
+    // Delivered ten times (Stripe retries), credited once.
+    for _ in 0..10 {
+        let response = deliver(
+            stripe_signature("whsec_test", now, &payload),
+            payload.clone(),
+        )
+        .await
+        .expect("sent");
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        balance().await,
+        json!([{"currency": "EUR", "amount_minor": 2000}])
+    );
+    let page = app
+        .fetch_json(Method::GET, "/api/v1/billing/transactions", &alice)
+        .await;
+    assert_eq!(page["items"][0]["kind"], "top_up");
+    assert_eq!(page["items"].as_array().expect("items").len(), 1);
+}
+
+#[tokio::test]
+async fn without_a_webhook_secret_stripe_webhooks_are_unavailable() {
+    let app = TestApp::spawn_at(ManualClock::new(at(2, 10, 30))).await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/webhooks/stripe"))
+        .header("stripe-signature", "t=1,v1=00")
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 503);
+    assert_eq!(problem(response).await["type"], "/problems/unavailable");
+}

@@ -122,6 +122,8 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/billing/usage", Account),
         ("GET /api/v1/billing/transactions", Account),
         ("GET /api/v1/billing/invoices", Account),
+        // Authenticated by Stripe's signature (tests/billing.rs).
+        ("POST /api/v1/webhooks/stripe", Public),
         ("GET /api/v1/billing/invoices/{id}", Account),
         ("GET /api/v1/admin/billing/invoices", Staff),
         ("POST /api/v1/admin/billing/users/{id}/invoices", Admin),

@@ -1,9 +1,13 @@
 //! `/api/v1/billing`: the signed-in account's money — balance, this month's
-//! usage and the ledger. Each answer covers the caller's own account only,
-//! whatever their role.
+//! usage, the ledger and invoices. Each answer covers the caller's own
+//! account only, whatever their role. And `/api/v1/webhooks/stripe`, which
+//! Stripe calls, authenticated by its signature.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use secrecy::ExposeSecret as _;
 
 use crate::error::Result;
 use crate::http::AppState;
@@ -13,6 +17,7 @@ use crate::http::problem::Problem;
 use crate::ids::InvoiceId;
 use crate::modules::billing::invoices::{self, InvoiceDetail, InvoiceView};
 use crate::modules::billing::ledger::{self, Balance, KindFilter, TransactionView};
+use crate::modules::billing::stripe;
 use crate::modules::billing::usage::{self, UsageReport};
 use crate::pagination::Page;
 
@@ -78,4 +83,33 @@ pub async fn get_invoice(
     Path(id): Path<InvoiceId>,
 ) -> Result<Json<InvoiceDetail>> {
     Ok(Json(invoices::get(&state.billing(), &actor, id).await?))
+}
+
+/// Stripe's webhook: verified by its `Stripe-Signature` (400 when it does
+/// not match or is older than five minutes, and nothing changes), booked
+/// once per event id however often it is delivered. 503 until
+/// `stripe_webhook_secret` is configured.
+#[utoipa::path(post, path = "/webhooks/stripe", tag = "billing",
+    params(("Stripe-Signature" = String, Header, description = "t=…,v1=…")),
+    request_body(content = String, content_type = "application/json", description = "The event, as Stripe signed it"),
+    responses(
+        (status = 200, description = "Booked, or not an event we act on"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode> {
+    let secret = state
+        .config
+        .stripe_webhook_secret
+        .as_ref()
+        .map(|secret| secret.expose_secret().as_bytes());
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|value| value.to_str().ok());
+    stripe::handle_webhook(&state.billing(), secret, signature, &body).await?;
+    Ok(StatusCode::OK)
 }

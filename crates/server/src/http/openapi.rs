@@ -152,6 +152,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(billing::transactions))
         .routes(routes!(billing::list_invoices))
         .routes(routes!(billing::get_invoice))
+        .routes(routes!(billing::stripe_webhook))
         .routes(routes!(admin_billing::transactions))
         .routes(routes!(admin_billing::adjust))
         .routes(routes!(admin_billing::list_invoices))

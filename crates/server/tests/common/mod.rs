@@ -163,7 +163,7 @@ impl TestApp {
         .await
     }
 
-    async fn spawn_with_clock(
+    pub async fn spawn_with_clock(
         configure: impl FnOnce(&mut vmcloud_server::config::Config),
         clock: vmcloud_server::clock::SharedClock,
     ) -> Self {

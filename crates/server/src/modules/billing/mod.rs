@@ -10,6 +10,7 @@ pub mod hours;
 pub mod invoices;
 pub mod ledger;
 pub mod policy;
+pub mod stripe;
 pub mod subscriptions;
 pub mod tax;
 pub mod usage;
