@@ -584,6 +584,26 @@ async fn monthly_invoices_are_numbered_without_gaps_with_vat_and_reverse_charge(
         .await;
     assert_eq!(own["items"].as_array().expect("items").len(), 1);
 
+    // Bob pays by bank transfer; an admin records it once.
+    let pay = format!("/api/v1/admin/billing/invoices/{bobs_id}/payments");
+    let paid = app
+        .send_json(Method::POST, &pay, &admin, &json!({"reference": "SEPA 42"}))
+        .await;
+    assert_eq!(paid.status(), 200);
+    assert_eq!(paid.json::<Value>().await.expect("json")["status"], "paid");
+    let again = app
+        .send_json(Method::POST, &pay, &admin, &json!({"reference": "SEPA 42"}))
+        .await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(problem(again).await["state"], "paid");
+    let bobs_balance = app
+        .fetch_json(Method::GET, "/api/v1/billing/balance", &bob)
+        .await;
+    assert_eq!(
+        bobs_balance[0]["amount_minor"], 0,
+        "the payment settles the debt"
+    );
+
     // On demand: March is invoiced already, April is not over.
     let path = format!("/api/v1/admin/billing/users/{alice_id}/invoices");
     let again = app

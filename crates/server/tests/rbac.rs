@@ -127,6 +127,7 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/billing/invoices/{id}", Account),
         ("GET /api/v1/admin/billing/invoices", Staff),
         ("POST /api/v1/admin/billing/users/{id}/invoices", Admin),
+        ("POST /api/v1/admin/billing/invoices/{id}/payments", Admin),
         ("GET /api/v1/admin/settings/invoicing", Admin),
         ("PUT /api/v1/admin/settings/invoicing", Admin),
         ("GET /api/v1/admin/billing/transactions", Staff),

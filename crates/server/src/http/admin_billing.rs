@@ -12,9 +12,11 @@ use crate::http::extract::{Admin, ClientInfo, Staff};
 use crate::http::json::ValidJson;
 use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
-use crate::ids::UserId;
+use crate::ids::{InvoiceId, UserId};
 use crate::modules::audit::{self, Event};
-use crate::modules::billing::invoices::{self, InvoiceFilter, InvoiceRequest, InvoiceView};
+use crate::modules::billing::invoices::{
+    self, InvoiceFilter, InvoiceRequest, InvoiceView, ManualPayment,
+};
 use crate::modules::billing::ledger::{self, CreditAdjustment, TransactionFilter, TransactionView};
 use crate::modules::billing::policy::{self, BillingPolicy};
 use crate::modules::billing::tax::{self, InvoicingSettings};
@@ -159,4 +161,28 @@ pub async fn update_invoicing(
         .details(serde_json::to_value(&body).map_err(anyhow::Error::from)?);
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok(Json(body))
+}
+
+/// Record that an open invoice was paid outside the platform (bank
+/// transfer): the payment is credited and the invoice is paid. Audited.
+#[utoipa::path(post, path = "/admin/billing/invoices/{id}/payments", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), request_body = ManualPayment,
+    responses(
+        (status = 200, body = InvoiceView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Paid or void already (`state`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn mark_paid(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    Path(id): Path<InvoiceId>,
+    ValidJson(body): ValidJson<ManualPayment>,
+) -> Result<Json<InvoiceView>> {
+    let paid = invoices::mark_paid(&state.billing(), &actor, id, &body).await?;
+    let event = Event::new("billing.invoice_marked_paid")
+        .on("invoice", id)
+        .details(serde_json::json!({"number": paid.number, "reference": body.reference}));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(Json(paid))
 }

@@ -157,6 +157,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_billing::adjust))
         .routes(routes!(admin_billing::list_invoices))
         .routes(routes!(admin_billing::issue_invoices))
+        .routes(routes!(admin_billing::mark_paid))
         .routes(routes!(
             admin_billing::get_invoicing,
             admin_billing::update_invoicing

@@ -16,8 +16,8 @@ use chrono::{DateTime, Datelike as _, Duration, TimeZone as _, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _, QuerySelect as _,
+    ActiveEnum as _, ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _,
 };
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +108,15 @@ pub struct InvoiceRequest {
     pub year: i32,
     #[garde(range(min = 1, max = 12))]
     pub month: u32,
+}
+
+/// A payment received outside the platform (bank transfer, …).
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManualPayment {
+    /// The bank reference or a note, kept on the ledger row.
+    #[garde(length(min = 1, max = 200))]
+    pub reference: String,
 }
 
 /// Filters of the staff invoice list.
@@ -413,6 +422,56 @@ async fn instance_names<C: ConnectionTrait>(
         .into_iter()
         .map(|i| (i.id, i.name))
         .collect())
+}
+
+/// The manual payment provider: an admin records that an open invoice was
+/// paid in full outside the platform. The payment is credited to the
+/// account (the invoice's total was debited at issue) and the invoice is
+/// paid, in one transaction; a paid or void invoice is a 409.
+pub async fn mark_paid(
+    services: &Services,
+    actor: &Actor,
+    id: InvoiceId,
+    payment: &ManualPayment,
+) -> Result<InvoiceView> {
+    actor.require_admin()?;
+    let now = services.clock.now();
+    let txn = services.db.begin_write().await?;
+    let row = invoice::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or_else(|| Error::not_found("Invoice"))?;
+    if row.status != InvoiceStatus::Open {
+        return Err(Error::InvalidState {
+            message: "Only an open invoice can be marked paid.".to_owned(),
+            state: row.status.to_value(),
+        });
+    }
+    transaction::ActiveModel {
+        user_id: Set(row.user_id),
+        kind: Set(TransactionKind::Payment),
+        amount_minor: Set(row.total_minor),
+        currency: Set(row.currency.clone()),
+        invoice_id: Set(Some(row.id)),
+        provider: Set(Some("manual".to_owned())),
+        idempotency_key: Set(Some(format!("invoice-payment:{}", row.id))),
+        description: Set(format!(
+            "Payment of invoice {} ({})",
+            row.number.as_deref().unwrap_or_default(),
+            payment.reference.trim()
+        )),
+        created_by: Set(Some(actor.user_id)),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let mut active: invoice::ActiveModel = row.into();
+    active.status = Set(InvoiceStatus::Paid);
+    active.paid_at = Set(Some(now));
+    let row = active.update(&txn).await?;
+    txn.commit().await?;
+    Ok(row.into())
 }
 
 /// The actor's own invoices, newest first.
