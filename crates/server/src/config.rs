@@ -101,6 +101,11 @@ pub struct Config {
     pub reconcile_interval_secs: u64,
     /// How often running instances are sampled for their metrics.
     pub metrics_interval_secs: u64,
+    /// How often finished hours of usage are charged to the accounts.
+    pub billing_accrual_interval_secs: u64,
+    /// The signing secret of the Stripe webhook endpoint (`whsec_…`);
+    /// without it the webhook answers 503.
+    pub stripe_webhook_secret: Option<SecretString>,
     /// With it, `serve` seeds a demo catalog (`vmcloud serve --demo`): this
     /// guest image, and small plans in the local region.
     pub demo_image: Option<PathBuf>,
@@ -157,6 +162,7 @@ struct Defaults {
     guest_stop_timeout_secs: u64,
     reconcile_interval_secs: u64,
     metrics_interval_secs: u64,
+    billing_accrual_interval_secs: u64,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -188,6 +194,7 @@ const DEFAULTS: Defaults = Defaults {
     guest_stop_timeout_secs: 60,
     reconcile_interval_secs: 30,
     metrics_interval_secs: 10,
+    billing_accrual_interval_secs: 300,
 };
 
 /// Unprefixed variables that deployment platforms conventionally set.
@@ -364,6 +371,12 @@ impl Config {
                 86_400,
             ),
             ("metrics_interval_secs", self.metrics_interval_secs, 1, 3600),
+            (
+                "billing_accrual_interval_secs",
+                self.billing_accrual_interval_secs,
+                1,
+                3600,
+            ),
         ] {
             if !(min..=max).contains(&value) {
                 return invalid(format!(

@@ -32,6 +32,10 @@ pub enum Error {
     },
     #[error("{0}")]
     Conflict(String),
+    /// The request cannot be understood or authenticated as sent (a webhook
+    /// with a bad signature, …).
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]

@@ -86,6 +86,7 @@ typed_id!(
     RecoveryCodeId,
     EmailId,
     InstanceActionId,
+    UsageSegmentId,
 );
 
 #[cfg(test)]

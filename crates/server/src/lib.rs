@@ -2,6 +2,7 @@
 //! the domain modules. The `vmcloud` binary is a thin CLI over this crate.
 
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -9,12 +9,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::Database;
 use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::billing;
 use crate::modules::instances::console::SerialHubs;
 use crate::modules::instances::metrics::{LatestReadings, Sampler};
 use crate::modules::instances::queue::{self, RunSettings, Runner};
@@ -47,6 +49,16 @@ impl Application {
     /// Connects to everything, applies migrations and binds the listener.
     /// Each failure names its cause.
     pub async fn build(config: Config, role: Role) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, role, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Self::build`], with the platform's time read from `clock`
+    /// (tests simulate billing hours with a settable one).
+    pub async fn build_with_clock(
+        config: Config,
+        role: Role,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let db = Database::connect(&config.database()).await?;
         db.migrate().await?;
@@ -69,7 +81,7 @@ impl Application {
         if role == Role::Serve
             && let Some(image) = &config.demo_image
         {
-            demo::seed(&db, &jobs, &config.local_region, image).await?;
+            demo::seed(&db, &cache, &jobs, &config.local_region, image).await?;
         }
         if role == Role::Serve
             && let Some(token) = flows::first_admin_setup_token(&db).await?
@@ -110,6 +122,7 @@ impl Application {
                 drivers: Drivers::new(config_accel),
                 serial_hubs: SerialHubs::default(),
                 instance_readings: LatestReadings::default(),
+                clock,
             },
         })
     }
@@ -149,6 +162,11 @@ impl Application {
             )
             .run(shutdown.child_token()),
         );
+        let accrual = tokio::spawn(billing::run_accrual(
+            state.billing(),
+            Duration::from_secs(state.config.billing_accrual_interval_secs),
+            shutdown.child_token(),
+        ));
         let (router, realtime) = match role {
             Role::Serve => {
                 let (layer, io) = realtime::layer(&state);
@@ -187,6 +205,7 @@ impl Application {
         workers.await.context("worker pool task failed")?;
         reconciler.await.context("reconciler task failed")?;
         sampler.await.context("metrics sampler task failed")?;
+        accrual.await.context("usage accrual task failed")?;
         if let Some(realtime) = realtime {
             realtime.await.context("real-time task failed")?;
         }

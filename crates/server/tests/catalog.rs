@@ -31,7 +31,8 @@ async fn created(response: reqwest::Response) -> serde_json::Value {
 fn plan(slug: &str, regions: &[&str]) -> serde_json::Value {
     json!({
         "slug": slug, "name": format!("Plan {slug}"), "vcpus": 1, "memory_mib": 512,
-        "disk_gib": 10, "transfer_gib": 1000, "regions": regions,
+        "disk_gib": 10, "transfer_gib": 1000, "price_monthly_minor": 490,
+        "price_hourly_minor": 1, "regions": regions,
     })
 }
 
@@ -96,6 +97,16 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
     )
     .await;
     assert_eq!(small["regions"], json!(["eu-west"]));
+    assert_eq!(
+        (
+            &small["price_monthly_minor"],
+            &small["price_hourly_minor"],
+            &small["setup_fee_minor"],
+            &small["currency"]
+        ),
+        (&json!(490), &json!(1), &json!(0), &json!("EUR")),
+        "prices default to no setup fee, in the platform's currency"
+    );
     let mut hidden = plan("secret", &["eu-west", "us-east"]);
     hidden["hidden"] = json!(true);
     created(
@@ -127,6 +138,30 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
         .await;
     assert_eq!(zero.status(), 422);
     assert_eq!(problem(zero).await["errors"][0]["field"], "vcpus");
+    let mut mispriced = plan("mispriced", &[]);
+    mispriced["price_hourly_minor"] = json!(500);
+    mispriced["currency"] = json!("XYZ");
+    let mispriced = app
+        .send_json(Method::POST, "/api/v1/admin/products", &admin, &mispriced)
+        .await;
+    assert_eq!(mispriced.status(), 422);
+    let fields: Vec<String> = problem(mispriced).await["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().expect("field").to_owned())
+        .collect();
+    assert_eq!(fields, ["price_hourly_minor", "currency"]);
+    let mut negative = plan("negative", &[]);
+    negative["price_monthly_minor"] = json!(-1);
+    let negative = app
+        .send_json(Method::POST, "/api/v1/admin/products", &admin, &negative)
+        .await;
+    assert_eq!(negative.status(), 422);
+    assert_eq!(
+        problem(negative).await["errors"][0]["field"],
+        "price_monthly_minor"
+    );
 
     let public: serde_json::Value = app
         .get("/api/v1/products")
@@ -141,6 +176,10 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
         .map(|p| p["slug"].as_str().expect("slug"))
         .collect();
     assert_eq!(slugs, ["small"], "hidden plans are not listed");
+    assert_eq!(
+        public[0]["price_monthly_minor"], 490,
+        "the public sees prices"
+    );
     let regions: serde_json::Value = app.get("/api/v1/regions").await.json().await.expect("json");
     assert_eq!(regions.as_array().expect("regions").len(), 1, "{regions}");
 
@@ -150,12 +189,22 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
             Method::PATCH,
             &format!("/api/v1/admin/products/{id}"),
             &admin,
-            &json!({"memory_mib": 1024, "regions": [], "sort_order": 5}),
+            &json!({"memory_mib": 1024, "regions": [], "sort_order": 5, "price_monthly_minor": 590}),
         )
         .await;
     assert_eq!(changed.status(), 200);
     let changed: serde_json::Value = changed.json().await.expect("json");
     assert_eq!(changed["memory_mib"], 1024);
+    assert_eq!(changed["price_monthly_minor"], 590);
+    let below_hourly = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/admin/products/{id}"),
+            &admin,
+            &json!({"price_monthly_minor": 0}),
+        )
+        .await;
+    assert_eq!(below_hourly.status(), 422, "monthly below the hourly price");
     assert_eq!(changed["regions"], json!([]));
 
     let eu_id = eu["id"].as_str().expect("id");

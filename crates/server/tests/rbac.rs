@@ -123,6 +123,22 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("PUT /api/v1/admin/settings/instances", Admin),
         ("GET /api/v1/admin/settings/realtime", Admin),
         ("PUT /api/v1/admin/settings/realtime", Admin),
+        ("GET /api/v1/billing/balance", Account),
+        ("GET /api/v1/billing/usage", Account),
+        ("GET /api/v1/billing/transactions", Account),
+        ("GET /api/v1/billing/invoices", Account),
+        // Authenticated by Stripe's signature (tests/billing.rs).
+        ("POST /api/v1/webhooks/stripe", Public),
+        ("GET /api/v1/billing/invoices/{id}", Account),
+        ("GET /api/v1/admin/billing/invoices", Staff),
+        ("POST /api/v1/admin/billing/users/{id}/invoices", Admin),
+        ("POST /api/v1/admin/billing/invoices/{id}/payments", Admin),
+        ("GET /api/v1/admin/settings/invoicing", Admin),
+        ("PUT /api/v1/admin/settings/invoicing", Admin),
+        ("GET /api/v1/admin/billing/transactions", Staff),
+        ("POST /api/v1/admin/billing/users/{id}/adjustments", Admin),
+        ("GET /api/v1/admin/settings/billing", Admin),
+        ("PUT /api/v1/admin/settings/billing", Admin),
     ])
 }
 

@@ -15,14 +15,15 @@ use sea_orm::{
 };
 use serde_json::json;
 use vmcloud_server::db::entities::{
-    api_token, audit_log, image, instance, instance_action, instance_metric, invoice, invoice_line,
-    ip_address, node, notification, product, product_region, refresh_token, region, setting,
-    ssh_key, subscription, support_ticket, ticket_message, transaction, user,
+    api_token, audit_log, image, instance, instance_action, instance_metric, invoice,
+    invoice_counter, invoice_line, ip_address, node, notification, product, product_region,
+    refresh_token, region, setting, ssh_key, subscription, support_ticket, ticket_message,
+    transaction, usage_segment, user,
 };
 use vmcloud_server::ids::{
     ApiTokenId, AuditLogId, ImageId, InstanceActionId, InstanceId, InstanceMetricId, InvoiceId,
     InvoiceLineId, IpAddressId, JobId, NodeId, NotificationId, ProductId, RefreshTokenId, RegionId,
-    SshKeyId, SubscriptionId, TicketId, TicketMessageId, TransactionId, UserId,
+    SshKeyId, SubscriptionId, TicketId, TicketMessageId, TransactionId, UsageSegmentId, UserId,
 };
 
 /// A fixed instant with microseconds, the finest precision both backends keep.
@@ -338,7 +339,7 @@ async fn every_entity_round_trips_with_every_column_set() {
         },
     )
     .await;
-    round_trip(
+    let subscription = round_trip(
         conn,
         subscription::Model {
             id: SubscriptionId::new(),
@@ -349,6 +350,24 @@ async fn every_entity_round_trips_with_every_column_set() {
             current_period_start: at(1),
             current_period_end: at(28),
             cancelled_at: Some(at(20)),
+            accrued_until: Some(at(19)),
+            created_at: at(1),
+            updated_at: at(2),
+        },
+    )
+    .await;
+    round_trip(
+        conn,
+        usage_segment::Model {
+            id: UsageSegmentId::new(),
+            subscription_id: subscription.id,
+            product_id: product.id,
+            running: false,
+            hourly_minor: 7,
+            monthly_minor: 4900,
+            currency: "EUR".to_owned(),
+            started_at: at(1),
+            ended_at: Some(at(20)),
             created_at: at(1),
             updated_at: at(2),
         },
@@ -384,6 +403,16 @@ async fn every_entity_round_trips_with_every_column_set() {
     .await;
     round_trip(
         conn,
+        invoice_counter::Model {
+            year: 2026,
+            last_number: 41,
+            created_at: at(1),
+            updated_at: at(2),
+        },
+    )
+    .await;
+    round_trip(
+        conn,
         invoice_line::Model {
             id: InvoiceLineId::new(),
             invoice_id: invoice.id,
@@ -411,6 +440,8 @@ async fn every_entity_round_trips_with_every_column_set() {
             instance_id: Some(instance.id),
             provider: Some("stripe".to_owned()),
             provider_ref: Some("pi_123".to_owned()),
+            idempotency_key: Some("usage:x:1".to_owned()),
+            usage_hour: Some(at(1)),
             description: "Goodwill credit".to_owned(),
             created_by: Some(admin.id),
             created_at: at(1),
@@ -702,6 +733,23 @@ async fn other_unique_constraints_hold() {
         .await
         .expect("another internal entry");
     assert_unique_violation(payment(Some("pi_1")).insert(conn).await);
+    // A usage hour is booked once, however many billing runs try.
+    let charge = |key: Option<&str>| transaction::ActiveModel {
+        user_id: Set(cat.user.id),
+        kind: Set(transaction::TransactionKind::Usage),
+        amount_minor: Set(-7),
+        currency: Set("EUR".to_owned()),
+        idempotency_key: Set(key.map(str::to_owned)),
+        description: Set("Usage".to_owned()),
+        ..Default::default()
+    };
+    charge(Some("usage:s:1")).insert(conn).await.expect("first");
+    charge(None).insert(conn).await.expect("unkeyed entry");
+    charge(None)
+        .insert(conn)
+        .await
+        .expect("another unkeyed entry");
+    assert_unique_violation(charge(Some("usage:s:1")).insert(conn).await);
 }
 
 #[tokio::test]
@@ -991,10 +1039,13 @@ async fn core_schema_migration_reverts_and_reapplies() {
     vmcloud_server::db::Migrator::down(db.writer(), None)
         .await
         .expect("down");
-    for table in TABLES
-        .iter()
-        .chain(&["jobs", "one_time_tokens", "recovery_codes", "emails"])
-    {
+    for table in TABLES.iter().chain(&[
+        "jobs",
+        "one_time_tokens",
+        "recovery_codes",
+        "emails",
+        "usage_segments",
+    ]) {
         assert!(
             !manager.has_table(*table).await.expect("has_table"),
             "{table} left behind"

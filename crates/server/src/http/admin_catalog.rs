@@ -234,7 +234,7 @@ pub async fn create_product(
     client: ClientInfo,
     ValidJson(body): ValidJson<NewPlan>,
 ) -> Result<(StatusCode, Json<PlanView>)> {
-    let plan = plans::create(&state.db, &actor, body).await?;
+    let plan = plans::create(&state.db, &state.cache, &actor, body).await?;
     audit_change(
         &state,
         &client,
@@ -275,7 +275,7 @@ pub async fn update_product(
     Path(id): Path<ProductId>,
     ValidJson(body): ValidJson<PlanChanges>,
 ) -> Result<Json<PlanView>> {
-    let plan = plans::update(&state.db, &actor, id, body).await?;
+    let plan = plans::update(&state.db, &state.cache, &actor, id, body).await?;
     audit_change(&state, &client, &actor, "product.updated", "product", id.0).await?;
     Ok(Json(plan))
 }

@@ -4,6 +4,7 @@
 //! limit.
 
 pub mod admin_addresses;
+pub mod admin_billing;
 pub mod admin_catalog;
 pub mod admin_nodes;
 pub mod admin_outbox;
@@ -12,6 +13,7 @@ pub mod admin_security;
 pub mod admin_users;
 pub mod api_tokens;
 pub mod auth;
+pub mod billing;
 pub mod catalog;
 pub mod console;
 pub mod extract;
@@ -44,6 +46,7 @@ use tracing::Level;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::cache::Cache;
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::Database;
 use crate::error::Error;
@@ -71,6 +74,8 @@ pub struct AppState {
     pub serial_hubs: SerialHubs,
     /// What the instance metrics sampler last read, for `/metrics`.
     pub instance_readings: LatestReadings,
+    /// The system clock, or a settable one in tests.
+    pub clock: SharedClock,
 }
 
 impl AppState {
@@ -83,6 +88,16 @@ impl AppState {
             drivers: self.drivers.clone(),
             serial_hubs: self.serial_hubs.clone(),
             ssh_host: self.config.ssh_host(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// What the billing services need.
+    pub fn billing(&self) -> crate::modules::billing::Services {
+        crate::modules::billing::Services {
+            db: self.db.clone(),
+            cache: self.cache.clone(),
+            clock: self.clock.clone(),
         }
     }
 }

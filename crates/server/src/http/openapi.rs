@@ -9,9 +9,9 @@ use utoipa_axum::routes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
-    AppState, admin_addresses, admin_catalog, admin_nodes, admin_outbox, admin_realtime,
-    admin_security, admin_users, api_tokens, auth, catalog, console, health, instances, ssh_keys,
-    two_factor, users,
+    AppState, admin_addresses, admin_billing, admin_catalog, admin_nodes, admin_outbox,
+    admin_realtime, admin_security, admin_users, api_tokens, auth, billing, catalog, console,
+    health, instances, ssh_keys, two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -30,6 +30,7 @@ use crate::http::{
         (name = "api-tokens", description = "Personal tokens for automation"),
         (name = "catalog", description = "Plans, regions and images on offer"),
         (name = "instances", description = "Virtual machines, their actions, snapshots and consoles"),
+        (name = "billing", description = "The account's balance, usage, ledger and invoices"),
         (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
@@ -152,6 +153,25 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(
             admin_realtime::get_policy,
             admin_realtime::update_policy
+        ))
+        .routes(routes!(billing::balance))
+        .routes(routes!(billing::usage))
+        .routes(routes!(billing::transactions))
+        .routes(routes!(billing::list_invoices))
+        .routes(routes!(billing::get_invoice))
+        .routes(routes!(billing::stripe_webhook))
+        .routes(routes!(admin_billing::transactions))
+        .routes(routes!(admin_billing::adjust))
+        .routes(routes!(admin_billing::list_invoices))
+        .routes(routes!(admin_billing::issue_invoices))
+        .routes(routes!(admin_billing::mark_paid))
+        .routes(routes!(
+            admin_billing::get_invoicing,
+            admin_billing::update_invoicing
+        ))
+        .routes(routes!(
+            admin_billing::get_policy,
+            admin_billing::update_policy
         ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))

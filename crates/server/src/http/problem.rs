@@ -114,6 +114,7 @@ impl From<Error> for Problem {
                 problem
             }
             Error::Conflict(detail) => Self::new(StatusCode::CONFLICT, detail),
+            Error::BadRequest(detail) => Self::new(StatusCode::BAD_REQUEST, detail),
             Error::Unauthorized(detail) => Self::new(StatusCode::UNAUTHORIZED, detail),
             Error::Forbidden(detail) => Self::new(StatusCode::FORBIDDEN, detail),
             Error::RateLimited {

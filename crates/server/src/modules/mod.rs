@@ -3,6 +3,7 @@
 pub mod api_tokens;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod events;
 pub mod instances;
 pub mod nodes;

@@ -107,7 +107,7 @@ impl Cloud {
             &json!({
                 "slug": slug, "name": format!("Plan {slug}"), "vcpus": vcpus,
                 "memory_mib": memory_mib, "disk_gib": disk_gib, "transfer_gib": 100,
-                "regions": ["local"],
+                "price_monthly_minor": 500, "price_hourly_minor": 1, "regions": ["local"],
             }),
         )
         .await;

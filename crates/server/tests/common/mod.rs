@@ -144,6 +144,29 @@ impl TestApp {
 
     /// Spawns with the test configuration adjusted by `configure`.
     pub async fn spawn_with(configure: impl FnOnce(&mut vmcloud_server::config::Config)) -> Self {
+        Self::spawn_with_clock(
+            configure,
+            std::sync::Arc::new(vmcloud_server::clock::SystemClock),
+        )
+        .await
+    }
+
+    /// Spawns with the platform's time read from `clock` (a
+    /// [`ManualClock`](vmcloud_server::clock::ManualClock) to simulate hours).
+    /// The server's own accrual runs once at start only, so the test runs
+    /// it when it wants.
+    pub async fn spawn_at(clock: vmcloud_server::clock::ManualClock) -> Self {
+        Self::spawn_with_clock(
+            |config| config.billing_accrual_interval_secs = 3600,
+            std::sync::Arc::new(clock),
+        )
+        .await
+    }
+
+    pub async fn spawn_with_clock(
+        configure: impl FnOnce(&mut vmcloud_server::config::Config),
+        clock: vmcloud_server::clock::SharedClock,
+    ) -> Self {
         let database = TestDatabase::fresh().await;
         let mut config = vmcloud_server::config::Config::defaults();
         config.bind = "127.0.0.1:0".parse().expect("addr");
@@ -161,12 +184,24 @@ impl TestApp {
             config.redis_prefix = prefix;
         }
         configure(&mut config);
-        Self::spawn_on(database, config).await
+        Self::spawn_as(
+            database,
+            config,
+            vmcloud_server::startup::Role::Serve,
+            clock,
+        )
+        .await
     }
 
     /// Starts a server on an existing database with a given configuration.
     pub async fn spawn_on(database: TestDatabase, config: vmcloud_server::config::Config) -> Self {
-        Self::spawn_as(database, config, vmcloud_server::startup::Role::Serve).await
+        Self::spawn_as(
+            database,
+            config,
+            vmcloud_server::startup::Role::Serve,
+            std::sync::Arc::new(vmcloud_server::clock::SystemClock),
+        )
+        .await
     }
 
     /// Another process of the same deployment: a `serve` replica or a
@@ -199,17 +234,21 @@ impl TestApp {
             // Dropped with the first app's.
             pg_name: None,
         };
-        Self::spawn_as(database, config, role).await
+        // Replicas share the deployment's clock.
+        let clock = self.state.clock.clone();
+        Self::spawn_as(database, config, role, clock).await
     }
 
     async fn spawn_as(
         database: TestDatabase,
         config: vmcloud_server::config::Config,
         role: vmcloud_server::startup::Role,
+        clock: vmcloud_server::clock::SharedClock,
     ) -> Self {
-        let app = vmcloud_server::startup::Application::build(config.clone(), role)
-            .await
-            .expect("the application builds");
+        let app =
+            vmcloud_server::startup::Application::build_with_clock(config.clone(), role, clock)
+                .await
+                .expect("the application builds");
         let address = app.local_addr();
         let state = app.state().clone();
         let shutdown = tokio_util::sync::CancellationToken::new();

@@ -29,6 +29,9 @@ pub struct Model {
     pub current_period_start: DateTimeUtc,
     pub current_period_end: DateTimeUtc,
     pub cancelled_at: Option<DateTimeUtc>,
+    /// Usage is charged up to here (an hour boundary); `None` before the
+    /// first charge.
+    pub accrued_until: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -56,6 +59,8 @@ pub enum Relation {
         on_delete = "NoAction"
     )]
     Product,
+    #[sea_orm(has_many = "super::usage_segment::Entity")]
+    Segments,
 }
 
 impl Related<super::user::Entity> for Entity {
@@ -73,6 +78,12 @@ impl Related<super::instance::Entity> for Entity {
 impl Related<super::product::Entity> for Entity {
     fn to() -> RelationDef {
         Relation::Product.def()
+    }
+}
+
+impl Related<super::usage_segment::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Segments.def()
     }
 }
 

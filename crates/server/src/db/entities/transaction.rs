@@ -35,6 +35,12 @@ pub struct Model {
     /// The provider's id for the payment; unique per provider, so a replayed
     /// webhook cannot credit twice.
     pub provider_ref: Option<String>,
+    /// What makes the movement unique, so recording it again is a no-op:
+    /// `usage:{subscription}:{hour}` for a usage charge.
+    #[sea_orm(unique)]
+    pub idempotency_key: Option<String>,
+    /// The hour a usage charge is for.
+    pub usage_hour: Option<DateTimeUtc>,
     #[sea_orm(column_type = "Text")]
     pub description: String,
     /// The staff member who made a manual entry.

@@ -13,6 +13,8 @@ mod m20261125_000009_instance_lifecycle;
 mod m20261125_000010_instance_metric_resolution;
 mod m20261125_000011_instance_list_index;
 mod m20261129_000012_bridged_networking;
+mod m20261129_000020_billing_usage;
+mod m20261129_000021_invoice_numbering;
 
 /// `created_at` and `updated_at`, as every table has them.
 fn timestamp_columns() -> [ColumnDef; 2] {
@@ -67,6 +69,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000010_instance_metric_resolution::Migration),
             Box::new(m20261125_000011_instance_list_index::Migration),
             Box::new(m20261129_000012_bridged_networking::Migration),
+            Box::new(m20261129_000020_billing_usage::Migration),
+            Box::new(m20261129_000021_invoice_numbering::Migration),
         ]
     }
 }

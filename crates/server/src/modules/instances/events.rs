@@ -13,9 +13,11 @@ use crate::db::entities::{instance_action, instance_metric};
 use crate::error::Result;
 use crate::ids::UserId;
 use crate::modules::audit::{self, Event};
+use crate::modules::billing;
 use crate::modules::events::{self as live, Audience, EventType};
 
-/// Records that `row` is now in its status (having been in `from`).
+/// Records that `row` is now in its status (having been in `from`), and
+/// moves its subscription along.
 /// `actor` is `None` when the platform itself changed it.
 pub async fn status_changed(
     services: &Services,
@@ -24,6 +26,9 @@ pub async fn status_changed(
     actor: Option<UserId>,
     action: &'static str,
 ) -> Result<()> {
+    // Billing follows the instance: a stop, a start or the deletion ends
+    // the usage segment that was running.
+    billing::subscriptions::track(&services.db, row, services.clock.now()).await?;
     let context = audit::Context {
         actor,
         ..Default::default()

@@ -36,6 +36,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::ids::{InstanceId, NodeId, SshKeyId};
 use crate::jobs::JobQueue;
 use crate::modules::auth::Actor;
+use crate::modules::billing;
 use crate::modules::instances::actions::ActionView;
 use crate::modules::instances::policy::InstancePolicy;
 use crate::modules::nodes::drivers::Drivers;
@@ -151,6 +152,8 @@ pub struct Services {
     pub serial_hubs: console::SerialHubs,
     /// The host shown in `ssh.command`.
     pub ssh_host: String,
+    /// Billing's time: when subscriptions and their usage segments start.
+    pub clock: crate::clock::SharedClock,
 }
 
 /// An instance the actor may see, or 404.
@@ -400,7 +403,7 @@ pub async fn create(
         created_at: Set(now),
         updated_at: Set(now),
     };
-    let inserted = match place_and_insert(db, row, &order, &policy, actor).await {
+    let inserted = match place_and_insert(services, row, &order, &policy, actor).await {
         Ok(inserted) => inserted,
         // A concurrent request with the same key won the race: answer with
         // what it made.
@@ -438,16 +441,17 @@ async fn by_idempotency_key(
 }
 
 /// Places the new instance on a node and writes it with its provisioning
-/// action, in one transaction. A taken `Idempotency-Key` is a conflict.
+/// action and its subscription, in one transaction. A taken
+/// `Idempotency-Key` is a conflict.
 async fn place_and_insert(
-    db: &Database,
+    services: &Services,
     mut row: instance::ActiveModel,
     order: &Order,
     policy: &InstancePolicy,
     actor: &Actor,
 ) -> Result<instance::Model> {
     let _serialized = PLACEMENT.lock().await;
-    let txn = db.begin_write().await?;
+    let txn = services.db.begin_write().await?;
     let demand = provision::demand(order.plan.vcpus, order.plan.memory_mib, order.plan.disk_gib);
     let node = provision::place(&txn, order.region.id, &demand, policy.placement_strategy).await?;
     row.node_id = Set(Some(node));
@@ -463,6 +467,7 @@ async fn place_and_insert(
         Some(actor.user_id),
     )
     .await?;
+    billing::subscriptions::open(&txn, &inserted, &order.plan, services.clock.now()).await?;
     txn.commit().await?;
     Ok(inserted)
 }
@@ -626,8 +631,11 @@ async fn reserve_growth(
     active.vcpus = Set(plan.vcpus);
     active.memory_mib = Set(plan.memory_mib);
     active.disk_gib = Set(plan.disk_gib);
-    active.update(&txn).await?;
+    let resized = active.update(&txn).await?;
     txn.commit().await?;
+    // Charged at the new plan's price from this hour on.
+    let services = &runner.services;
+    billing::subscriptions::track(&services.db, &resized, services.clock.now()).await?;
     Ok(())
 }
 

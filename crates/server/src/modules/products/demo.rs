@@ -6,6 +6,7 @@ use std::path::Path;
 
 use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
 
+use crate::cache::Cache;
 use crate::db::Database;
 use crate::db::entities::{image, product};
 use crate::error::{Error, Result};
@@ -16,13 +17,20 @@ use crate::modules::products::plans::{self, NewPlan};
 
 pub const IMAGE_SLUG: &str = "vmcloud-test-guest";
 
-/// (slug, name, vCPUs, MiB, GiB): small enough to boot under emulation.
-const PLANS: [(&str, &str, i32, i32, i32); 2] = [
-    ("demo-nano", "Demo nano", 1, 256, 1),
-    ("demo-micro", "Demo micro", 2, 512, 2),
+/// (slug, name, vCPUs, MiB, GiB, monthly and hourly price in cents): small
+/// enough to boot under emulation.
+const PLANS: [(&str, &str, i32, i32, i32, i64, i64); 2] = [
+    ("demo-nano", "Demo nano", 1, 256, 1, 100, 1),
+    ("demo-micro", "Demo micro", 2, 512, 2, 200, 1),
 ];
 
-pub async fn seed(db: &Database, jobs: &JobQueue, region: &str, guest_image: &Path) -> Result<()> {
+pub async fn seed(
+    db: &Database,
+    cache: &Cache,
+    jobs: &JobQueue,
+    region: &str,
+    guest_image: &Path,
+) -> Result<()> {
     let platform = Actor::platform();
     let guest_image = std::path::absolute(guest_image).map_err(anyhow::Error::from)?;
     if !guest_image.is_file() {
@@ -54,7 +62,8 @@ pub async fn seed(db: &Database, jobs: &JobQueue, region: &str, guest_image: &Pa
         )
         .await?;
     }
-    for (sort_order, (slug, name, vcpus, memory_mib, disk_gib)) in (0..).zip(PLANS) {
+    for (sort_order, (slug, name, vcpus, memory_mib, disk_gib, monthly, hourly)) in (0..).zip(PLANS)
+    {
         let exists = product::Entity::find()
             .filter(product::Column::Slug.eq(slug))
             .count(db.writer())
@@ -63,6 +72,7 @@ pub async fn seed(db: &Database, jobs: &JobQueue, region: &str, guest_image: &Pa
         if !exists {
             plans::create(
                 db,
+                cache,
                 &platform,
                 NewPlan {
                     slug: slug.to_owned(),
@@ -72,6 +82,10 @@ pub async fn seed(db: &Database, jobs: &JobQueue, region: &str, guest_image: &Pa
                     memory_mib,
                     disk_gib,
                     transfer_gib: 100,
+                    price_monthly_minor: monthly,
+                    price_hourly_minor: hourly,
+                    setup_fee_minor: None,
+                    currency: None,
                     regions: vec![region.to_owned()],
                     active: Some(true),
                     hidden: Some(false),

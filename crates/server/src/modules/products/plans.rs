@@ -1,5 +1,5 @@
-//! Plans (the `products` table): the sizes customers order. Prices come with
-//! billing.
+//! Plans (the `products` table): the sizes customers order and their
+//! prices, in minor units of the plan's currency.
 
 use std::collections::HashMap;
 
@@ -10,11 +10,13 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::cache::Cache;
 use crate::db::Database;
 use crate::db::entities::{product, product_region, region};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{ProductId, RegionId};
 use crate::modules::auth::Actor;
+use crate::modules::billing::{self, policy::BillingPolicy};
 use crate::validation::{check_name, check_slug};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -27,6 +29,15 @@ pub struct PlanView {
     pub memory_mib: i32,
     pub disk_gib: i32,
     pub transfer_gib: i32,
+    /// The most a month of this plan costs, in minor units of `currency`.
+    pub price_monthly_minor: i64,
+    /// The price of each started hour, until the month reaches the monthly
+    /// price.
+    pub price_hourly_minor: i64,
+    /// Charged once when an instance is ordered.
+    pub setup_fee_minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
     /// Slugs of the regions where the plan can be ordered.
     pub regions: Vec<String>,
     pub active: bool,
@@ -51,6 +62,18 @@ pub struct NewPlan {
     pub disk_gib: i32,
     #[garde(range(min = 0, max = 1_000_000))]
     pub transfer_gib: i32,
+    /// Minor units (cents for EUR); at least the hourly price.
+    #[garde(range(min = 0, max = MAX_PRICE_MINOR))]
+    pub price_monthly_minor: i64,
+    /// Minor units per started hour.
+    #[garde(range(min = 0, max = MAX_PRICE_MINOR))]
+    pub price_hourly_minor: i64,
+    /// Minor units, charged once per order; none by default.
+    #[garde(range(min = 0, max = MAX_PRICE_MINOR))]
+    pub setup_fee_minor: Option<i64>,
+    /// One of the billing policy's currencies; its first by default.
+    #[garde(skip)]
+    pub currency: Option<String>,
     /// Region slugs.
     #[garde(length(max = 100))]
     pub regions: Vec<String>,
@@ -77,6 +100,16 @@ pub struct PlanChanges {
     pub disk_gib: Option<i32>,
     #[garde(range(min = 0, max = 1_000_000))]
     pub transfer_gib: Option<i32>,
+    /// New prices apply to orders from now on, and to existing instances
+    /// from their next resize, stop or start.
+    #[garde(range(min = 0, max = MAX_PRICE_MINOR))]
+    pub price_monthly_minor: Option<i64>,
+    #[garde(range(min = 0, max = MAX_PRICE_MINOR))]
+    pub price_hourly_minor: Option<i64>,
+    #[garde(range(min = 0, max = MAX_PRICE_MINOR))]
+    pub setup_fee_minor: Option<i64>,
+    #[garde(skip)]
+    pub currency: Option<String>,
     /// Replaces the list of region slugs.
     #[garde(length(max = 100))]
     pub regions: Option<Vec<String>>,
@@ -86,6 +119,28 @@ pub struct PlanChanges {
     pub hidden: Option<bool>,
     #[garde(skip)]
     pub sort_order: Option<i32>,
+}
+
+/// The largest price, in minor units: a typo's extra zeros are refused.
+pub const MAX_PRICE_MINOR: i64 = 100_000_000;
+
+/// The price rules garde cannot express: the hourly price is at most the
+/// monthly one, and the currency is one the platform bills in.
+fn check_prices(
+    policy: &BillingPolicy,
+    monthly: i64,
+    hourly: i64,
+    currency: &str,
+) -> Vec<FieldError> {
+    let mut fields = Vec::new();
+    if hourly > monthly {
+        fields.push(FieldError::new(
+            "price_hourly_minor",
+            "must be at most the monthly price",
+        ));
+    }
+    fields.extend(policy.check_currency("currency", currency));
+    fields
 }
 
 /// The ids of the named regions, or a field error naming the unknown ones.
@@ -131,12 +186,23 @@ async fn set_regions<C: sea_orm::ConnectionTrait>(
     Ok(())
 }
 
-pub async fn create(db: &Database, actor: &Actor, new: NewPlan) -> Result<PlanView> {
+pub async fn create(db: &Database, cache: &Cache, actor: &Actor, new: NewPlan) -> Result<PlanView> {
     actor.require_admin()?;
+    let policy = billing::policy::get(db, cache).await?;
+    let currency = new
+        .currency
+        .clone()
+        .unwrap_or_else(|| policy.currencies[0].clone());
     Error::check_fields(
         check_slug("slug", &new.slug)
             .into_iter()
             .chain(check_name("name", &new.name))
+            .chain(check_prices(
+                &policy,
+                new.price_monthly_minor,
+                new.price_hourly_minor,
+                &currency,
+            ))
             .collect(),
     )?;
     let regions = resolve_regions(db, &new.regions).await?;
@@ -149,10 +215,10 @@ pub async fn create(db: &Database, actor: &Actor, new: NewPlan) -> Result<PlanVi
         memory_mib: Set(new.memory_mib),
         disk_gib: Set(new.disk_gib),
         transfer_gib: Set(new.transfer_gib),
-        price_monthly_minor: Set(0),
-        price_hourly_minor: Set(0),
-        setup_fee_minor: Set(0),
-        currency: Set("EUR".to_owned()),
+        price_monthly_minor: Set(new.price_monthly_minor),
+        price_hourly_minor: Set(new.price_hourly_minor),
+        setup_fee_minor: Set(new.setup_fee_minor.unwrap_or(0)),
+        currency: Set(currency),
         active: Set(new.active.unwrap_or(true)),
         hidden: Set(new.hidden.unwrap_or(false)),
         sort_order: Set(new.sort_order.unwrap_or(0)),
@@ -168,6 +234,7 @@ pub async fn create(db: &Database, actor: &Actor, new: NewPlan) -> Result<PlanVi
 
 pub async fn update(
     db: &Database,
+    cache: &Cache,
     actor: &Actor,
     id: ProductId,
     changes: PlanChanges,
@@ -177,9 +244,23 @@ pub async fn update(
         .one(db.writer())
         .await?
         .ok_or_else(|| Error::not_found("Plan"))?;
-    if let Some(name) = &changes.name {
-        Error::check_fields(check_name("name", name).into_iter().collect())?;
-    }
+    let policy = billing::policy::get(db, cache).await?;
+    Error::check_fields(
+        changes
+            .name
+            .as_deref()
+            .and_then(|name| check_name("name", name))
+            .into_iter()
+            .chain(check_prices(
+                &policy,
+                changes
+                    .price_monthly_minor
+                    .unwrap_or(row.price_monthly_minor),
+                changes.price_hourly_minor.unwrap_or(row.price_hourly_minor),
+                changes.currency.as_deref().unwrap_or(&row.currency),
+            ))
+            .collect(),
+    )?;
     let regions = match &changes.regions {
         Some(slugs) => Some(resolve_regions(db, slugs).await?),
         None => None,
@@ -202,6 +283,18 @@ pub async fn update(
     }
     if let Some(transfer) = changes.transfer_gib {
         active.transfer_gib = Set(transfer);
+    }
+    if let Some(price) = changes.price_monthly_minor {
+        active.price_monthly_minor = Set(price);
+    }
+    if let Some(price) = changes.price_hourly_minor {
+        active.price_hourly_minor = Set(price);
+    }
+    if let Some(fee) = changes.setup_fee_minor {
+        active.setup_fee_minor = Set(fee);
+    }
+    if let Some(currency) = changes.currency {
+        active.currency = Set(currency);
     }
     if let Some(flag) = changes.active {
         active.active = Set(flag);
@@ -275,6 +368,10 @@ fn view(row: product::Model, regions: Vec<String>) -> PlanView {
         memory_mib: row.memory_mib,
         disk_gib: row.disk_gib,
         transfer_gib: row.transfer_gib,
+        price_monthly_minor: row.price_monthly_minor,
+        price_hourly_minor: row.price_hourly_minor,
+        setup_fee_minor: row.setup_fee_minor,
+        currency: row.currency,
         regions,
         active: row.active,
         hidden: row.hidden,

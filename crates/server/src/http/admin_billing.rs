@@ -1,0 +1,188 @@
+//! `/api/v1/admin/billing` and `/api/v1/admin/settings/billing`: staff read
+//! every account's ledger; admins adjust credit (with a reason, audited) and
+//! set the billing policy.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+
+use crate::error::Result;
+use crate::http::AppState;
+use crate::http::extract::{Admin, ClientInfo, Staff};
+use crate::http::json::ValidJson;
+use crate::http::pagination::{PageQuery, Pagination};
+use crate::http::problem::Problem;
+use crate::ids::{InvoiceId, UserId};
+use crate::modules::audit::{self, Event};
+use crate::modules::billing::invoices::{
+    self, InvoiceFilter, InvoiceRequest, InvoiceView, ManualPayment,
+};
+use crate::modules::billing::ledger::{self, CreditAdjustment, TransactionFilter, TransactionView};
+use crate::modules::billing::policy::{self, BillingPolicy};
+use crate::modules::billing::tax::{self, InvoicingSettings};
+use crate::pagination::Page;
+
+/// Every account's transactions, newest first.
+#[utoipa::path(get, path = "/admin/billing/transactions", tag = "admin", security(("bearer" = [])),
+    params(PageQuery, TransactionFilter),
+    responses((status = 200, body = Page<TransactionView>), (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn transactions(
+    State(state): State<AppState>,
+    Staff(actor): Staff,
+    Pagination(page): Pagination,
+    Query(filter): Query<TransactionFilter>,
+) -> Result<Json<Page<TransactionView>>> {
+    Ok(Json(
+        ledger::list_all(&state.billing(), &actor, filter, page).await?,
+    ))
+}
+
+/// Credit (positive amount) or debit (negative) an account, with the reason
+/// the customer will read. Audited.
+#[utoipa::path(post, path = "/admin/billing/users/{id}/adjustments", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), request_body = CreditAdjustment,
+    responses(
+        (status = 201, body = TransactionView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn adjust(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    Path(user): Path<UserId>,
+    ValidJson(body): ValidJson<CreditAdjustment>,
+) -> Result<(StatusCode, Json<TransactionView>)> {
+    let booked = ledger::adjust(&state.billing(), &actor, user, body).await?;
+    let event = Event::new("billing.credit_adjusted")
+        .on("user", user)
+        .details(serde_json::json!({
+            "transaction_id": booked.id,
+            "amount_minor": booked.amount_minor,
+            "currency": booked.currency,
+            "reason": booked.description,
+        }));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok((StatusCode::CREATED, Json(booked)))
+}
+
+/// The billing policy: currencies, and whether stopped instances are charged.
+#[utoipa::path(get, path = "/admin/settings/billing", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = BillingPolicy), (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_policy(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+) -> Result<Json<BillingPolicy>> {
+    Ok(Json(policy::get(&state.db, &state.cache).await?))
+}
+
+/// Change the billing policy.
+#[utoipa::path(put, path = "/admin/settings/billing", tag = "admin", security(("bearer" = [])),
+    request_body = BillingPolicy,
+    responses((status = 200, body = BillingPolicy), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn update_policy(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<BillingPolicy>,
+) -> Result<Json<BillingPolicy>> {
+    actor.require_admin()?;
+    policy::set(&state.db, &state.cache, &body, actor.user_id).await?;
+    let event = Event::new("settings.billing_changed")
+        .details(serde_json::to_value(&body).map_err(anyhow::Error::from)?);
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(Json(body))
+}
+
+/// Every account's invoices, newest first.
+#[utoipa::path(get, path = "/admin/billing/invoices", tag = "admin", security(("bearer" = [])),
+    params(PageQuery, InvoiceFilter),
+    responses((status = 200, body = Page<InvoiceView>), (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_invoices(
+    State(state): State<AppState>,
+    Staff(actor): Staff,
+    Pagination(page): Pagination,
+    Query(filter): Query<InvoiceFilter>,
+) -> Result<Json<Page<InvoiceView>>> {
+    Ok(Json(
+        invoices::list_all(&state.billing(), &actor, filter, page).await?,
+    ))
+}
+
+/// Invoice an account's usage of a finished month now, instead of waiting
+/// for the monthly run. Audited.
+#[utoipa::path(post, path = "/admin/billing/users/{id}/invoices", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), request_body = InvoiceRequest,
+    responses(
+        (status = 201, body = Vec<InvoiceView>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing left to invoice", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn issue_invoices(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    Path(user): Path<UserId>,
+    ValidJson(body): ValidJson<InvoiceRequest>,
+) -> Result<(StatusCode, Json<Vec<InvoiceView>>)> {
+    let issued = invoices::issue_on_demand(&state.billing(), &actor, user, &body).await?;
+    let numbers: Vec<_> = issued.iter().map(|i| i.number.clone()).collect();
+    let event = Event::new("billing.invoices_issued")
+        .on("user", user)
+        .details(serde_json::json!({"numbers": numbers}));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// The seller's identity printed on invoices, the VAT table and the
+/// payment terms.
+#[utoipa::path(get, path = "/admin/settings/invoicing", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = InvoicingSettings), (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_invoicing(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+) -> Result<Json<InvoicingSettings>> {
+    Ok(Json(tax::get(&state.db, &state.cache).await?))
+}
+
+/// Change the invoicing settings; invoices issued already keep theirs.
+#[utoipa::path(put, path = "/admin/settings/invoicing", tag = "admin", security(("bearer" = [])),
+    request_body = InvoicingSettings,
+    responses((status = 200, body = InvoicingSettings), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn update_invoicing(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<InvoicingSettings>,
+) -> Result<Json<InvoicingSettings>> {
+    tax::set(&state.db, &state.cache, &body, actor.user_id).await?;
+    let event = Event::new("settings.invoicing_changed")
+        .details(serde_json::to_value(&body).map_err(anyhow::Error::from)?);
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(Json(body))
+}
+
+/// Record that an open invoice was paid outside the platform (bank
+/// transfer): the payment is credited and the invoice is paid. Audited.
+#[utoipa::path(post, path = "/admin/billing/invoices/{id}/payments", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), request_body = ManualPayment,
+    responses(
+        (status = 200, body = InvoiceView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Paid or void already (`state`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn mark_paid(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    Path(id): Path<InvoiceId>,
+    ValidJson(body): ValidJson<ManualPayment>,
+) -> Result<Json<InvoiceView>> {
+    let paid = invoices::mark_paid(&state.billing(), &actor, id, &body).await?;
+    let event = Event::new("billing.invoice_marked_paid")
+        .on("invoice", id)
+        .details(serde_json::json!({"number": paid.number, "reference": body.reference}));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(Json(paid))
+}

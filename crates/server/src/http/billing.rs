@@ -1,0 +1,115 @@
+//! `/api/v1/billing`: the signed-in account's money — balance, this month's
+//! usage, the ledger and invoices. Each answer covers the caller's own
+//! account only, whatever their role. And `/api/v1/webhooks/stripe`, which
+//! Stripe calls, authenticated by its signature.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use secrecy::ExposeSecret as _;
+
+use crate::error::Result;
+use crate::http::AppState;
+use crate::http::extract::CurrentUser;
+use crate::http::pagination::{PageQuery, Pagination};
+use crate::http::problem::Problem;
+use crate::ids::InvoiceId;
+use crate::modules::billing::invoices::{self, InvoiceDetail, InvoiceView};
+use crate::modules::billing::ledger::{self, Balance, KindFilter, TransactionView};
+use crate::modules::billing::stripe;
+use crate::modules::billing::usage::{self, UsageReport};
+use crate::pagination::Page;
+
+/// The account's balance in each currency it moved money in: credit
+/// minus charges. Negative when the account owes.
+#[utoipa::path(get, path = "/billing/balance", tag = "billing", security(("bearer" = [])),
+    responses((status = 200, body = Vec<Balance>)))]
+pub async fn balance(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+) -> Result<Json<Vec<Balance>>> {
+    Ok(Json(ledger::my_balances(&state.billing(), &actor).await?))
+}
+
+/// This month's usage per instance: what accrued so far (every started
+/// hour) and the forecast for the whole month, each capped at the plan's
+/// monthly price.
+#[utoipa::path(get, path = "/billing/usage", tag = "billing", security(("bearer" = [])),
+    responses((status = 200, body = UsageReport)))]
+pub async fn usage(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+) -> Result<Json<UsageReport>> {
+    Ok(Json(usage::report(&state.billing(), &actor).await?))
+}
+
+/// The account's ledger, newest first: usage charges, credits, payments.
+#[utoipa::path(get, path = "/billing/transactions", tag = "billing", security(("bearer" = [])),
+    params(PageQuery, KindFilter),
+    responses((status = 200, body = Page<TransactionView>)))]
+pub async fn transactions(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    Pagination(page): Pagination,
+    Query(filter): Query<KindFilter>,
+) -> Result<Json<Page<TransactionView>>> {
+    Ok(Json(
+        ledger::list_own(&state.billing(), &actor, filter.kind, page).await?,
+    ))
+}
+
+/// The account's invoices, newest first.
+#[utoipa::path(get, path = "/billing/invoices", tag = "billing", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = Page<InvoiceView>)))]
+pub async fn list_invoices(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    Pagination(page): Pagination,
+) -> Result<Json<Page<InvoiceView>>> {
+    Ok(Json(
+        invoices::list_own(&state.billing(), &actor, page).await?,
+    ))
+}
+
+/// One of the account's invoices, with its lines and the parties.
+#[utoipa::path(get, path = "/billing/invoices/{id}", tag = "billing", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = InvoiceDetail), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_invoice(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    Path(id): Path<InvoiceId>,
+) -> Result<Json<InvoiceDetail>> {
+    Ok(Json(invoices::get(&state.billing(), &actor, id).await?))
+}
+
+/// Stripe's webhook: verified by its `Stripe-Signature` (400 when it does
+/// not match or is older than five minutes, and nothing changes), booked
+/// once per event id however often it is delivered. 503 until
+/// `stripe_webhook_secret` is configured.
+#[utoipa::path(post, path = "/webhooks/stripe", tag = "billing",
+    params(("Stripe-Signature" = String, Header, description = "t=…,v1=…")),
+    request_body(content = String, content_type = "application/json", description = "The event, as Stripe signed it"),
+    responses(
+        (status = 200, description = "Booked, or not an event we act on"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode> {
+    let secret = state
+        .config
+        .stripe_webhook_secret
+        .as_ref()
+        .map(|secret| secret.expose_secret().as_bytes());
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|value| value.to_str().ok());
+    stripe::handle_webhook(&state.billing(), secret, signature, &body).await?;
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,568 @@
+//! Invoices: one per account, currency and calendar month of usage, issued
+//! once the month is over (or by an admin on demand for a finished month).
+//!
+//! Numbers are `YYYY-NNNNNN`, sequential per year without gaps: the year's
+//! counter row is incremented in the write transaction that inserts the
+//! issued invoice, so a number exists exactly when its invoice does — a
+//! crash or a failed issue rolls both back, and concurrent runs queue on the
+//! counter row. The unique (account, currency, period) index stops two runs
+//! from invoicing the same month twice.
+//!
+//! Usage was debited from the balance hour by hour (net); issuing adds the
+//! VAT as one ledger row, so the account is debited the invoice's total. An
+//! invoice is paid from credit at issue when the balance covers it.
+
+use chrono::{DateTime, Datelike as _, Duration, TimeZone as _, Utc};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict, Query};
+use sea_orm::{
+    ActiveEnum as _, ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
+    QueryFilter as _, QueryOrder as _, QuerySelect as _,
+};
+use serde::{Deserialize, Serialize};
+
+use super::hours::{month_start, next_month_start};
+use super::{Services, ledger, tax};
+use crate::db::entities::invoice::{self, InvoiceStatus};
+use crate::db::entities::transaction::{self, TransactionKind};
+use crate::db::entities::{instance, invoice_counter, invoice_line, user};
+use crate::error::{Error, Result};
+use crate::ids::{InstanceId, InvoiceId, UserId};
+use crate::modules::auth::Actor;
+use crate::pagination::{Page, PageRequest, fetch_page};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct InvoiceView {
+    pub id: InvoiceId,
+    pub user_id: UserId,
+    /// `YYYY-NNNNNN`, sequential per year.
+    pub number: Option<String>,
+    pub status: InvoiceStatus,
+    pub currency: String,
+    pub subtotal_minor: i64,
+    pub tax_minor: i64,
+    pub total_minor: i64,
+    /// Hundredths of a percent: 2000 is 20 %.
+    pub tax_rate_basis_points: i32,
+    pub reverse_charge: bool,
+    /// The legal mention a reverse-charged invoice carries.
+    pub legal_mention: Option<String>,
+    pub period_start: DateTime<Utc>,
+    pub period_end: DateTime<Utc>,
+    pub issued_at: Option<DateTime<Utc>>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct InvoiceLineView {
+    pub instance_id: Option<InstanceId>,
+    pub description: String,
+    pub quantity: i64,
+    pub unit_amount_minor: i64,
+    pub amount_minor: i64,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: Option<DateTime<Utc>>,
+}
+
+/// An invoice with its lines and the parties as they were at issue.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct InvoiceDetail {
+    #[serde(flatten)]
+    pub invoice: InvoiceView,
+    pub lines: Vec<InvoiceLineView>,
+    /// The seller and the customer, frozen at issue.
+    pub parties: serde_json::Value,
+}
+
+impl From<invoice::Model> for InvoiceView {
+    fn from(row: invoice::Model) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            number: row.number,
+            status: row.status,
+            currency: row.currency,
+            subtotal_minor: row.subtotal_minor,
+            tax_minor: row.tax_minor,
+            total_minor: row.total_minor,
+            tax_rate_basis_points: row.tax_rate_basis_points,
+            reverse_charge: row.reverse_charge,
+            legal_mention: row
+                .reverse_charge
+                .then(|| tax::REVERSE_CHARGE_MENTION.to_owned()),
+            period_start: row.period_start,
+            period_end: row.period_end,
+            issued_at: row.issued_at,
+            due_at: row.due_at,
+            paid_at: row.paid_at,
+        }
+    }
+}
+
+/// Which finished month an admin invoices on demand.
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceRequest {
+    #[garde(range(min = 2000, max = 9999))]
+    pub year: i32,
+    #[garde(range(min = 1, max = 12))]
+    pub month: u32,
+}
+
+/// A payment received outside the platform (bank transfer, …).
+#[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManualPayment {
+    /// The bank reference or a note, kept on the ledger row.
+    #[garde(length(min = 1, max = 200))]
+    pub reference: String,
+}
+
+/// Filters of the staff invoice list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceFilter {
+    pub user_id: Option<UserId>,
+    pub status: Option<InvoiceStatus>,
+}
+
+/// Issues the invoices of last month that are not issued yet; returns how
+/// many. Run after the accrual, which has charged the month's last hours.
+pub async fn issue_due(services: &Services) -> Result<usize> {
+    let now = services.clock.now();
+    let end = month_start(now);
+    let start = month_start(end - Duration::days(1));
+    let accounts: Vec<(UserId, String)> = transaction::Entity::find()
+        .select_only()
+        .column(transaction::Column::UserId)
+        .column(transaction::Column::Currency)
+        .distinct()
+        .filter(transaction::Column::Kind.eq(TransactionKind::Usage))
+        .filter(transaction::Column::UsageHour.gte(start))
+        .filter(transaction::Column::UsageHour.lt(end))
+        .into_tuple()
+        .all(services.db.writer())
+        .await?;
+    let mut issued = 0;
+    for (user, currency) in accounts {
+        if issue(services, user, &currency, start, end)
+            .await?
+            .is_some()
+        {
+            issued += 1;
+        }
+    }
+    Ok(issued)
+}
+
+/// Issues, on an admin's demand, the invoices of one account for a finished
+/// month (one per currency it was charged in). 409 when there is nothing
+/// left to invoice.
+pub async fn issue_on_demand(
+    services: &Services,
+    actor: &Actor,
+    user: UserId,
+    request: &InvoiceRequest,
+) -> Result<Vec<InvoiceView>> {
+    actor.require_admin()?;
+    let start = Utc
+        .with_ymd_and_hms(request.year, request.month, 1, 0, 0, 0)
+        .single()
+        .ok_or_else(|| Error::invalid_field("month", "is not a month"))?;
+    let end = next_month_start(start);
+    if end > month_start(services.clock.now()) {
+        return Err(Error::invalid_field(
+            "month",
+            "must be over: its usage is still accruing",
+        ));
+    }
+    user::Entity::find_by_id(user)
+        .one(services.db.reader())
+        .await?
+        .ok_or_else(|| Error::not_found("Account"))?;
+    let currencies: Vec<String> = transaction::Entity::find()
+        .select_only()
+        .column(transaction::Column::Currency)
+        .distinct()
+        .filter(transaction::Column::UserId.eq(user))
+        .filter(transaction::Column::Kind.eq(TransactionKind::Usage))
+        .filter(transaction::Column::UsageHour.gte(start))
+        .filter(transaction::Column::UsageHour.lt(end))
+        .into_tuple()
+        .all(services.db.writer())
+        .await?;
+    let mut issued = Vec::new();
+    for currency in currencies {
+        if let Some(invoice) = issue(services, user, &currency, start, end).await? {
+            issued.push(invoice.into());
+        }
+    }
+    if issued.is_empty() {
+        return Err(Error::Conflict(
+            "That month has no usage left to invoice for this account.".to_owned(),
+        ));
+    }
+    Ok(issued)
+}
+
+/// Usage of one instance over the period: hours charged and their sum.
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct UsageSum {
+    instance_id: Option<InstanceId>,
+    hours: i64,
+    amount: i64,
+}
+
+/// Issues the invoice of `user`'s usage in `currency` over `[start, end)`,
+/// numbered, in one transaction. `None` when there was no usage, or the
+/// period is invoiced already.
+async fn issue(
+    services: &Services,
+    user: UserId,
+    currency: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Option<invoice::Model>> {
+    let settings = tax::get(&services.db, &services.cache).await?;
+    let now = services.clock.now();
+    let txn = services.db.begin_write().await?;
+    let exists = invoice::Entity::find()
+        .filter(invoice::Column::UserId.eq(user))
+        .filter(invoice::Column::Currency.eq(currency))
+        .filter(invoice::Column::PeriodStart.eq(start))
+        .filter(invoice::Column::PeriodEnd.eq(end))
+        .one(&txn)
+        .await?
+        .is_some();
+    if exists {
+        return Ok(None);
+    }
+    let sums = transaction::Entity::find()
+        .select_only()
+        .column(transaction::Column::InstanceId)
+        .column_as(Expr::cust("CAST(COUNT(*) AS BIGINT)"), "hours")
+        .column_as(
+            Expr::cust("CAST(COALESCE(-SUM(amount_minor), 0) AS BIGINT)"),
+            "amount",
+        )
+        .filter(transaction::Column::UserId.eq(user))
+        .filter(transaction::Column::Currency.eq(currency))
+        .filter(transaction::Column::Kind.eq(TransactionKind::Usage))
+        .filter(transaction::Column::UsageHour.gte(start))
+        .filter(transaction::Column::UsageHour.lt(end))
+        .group_by(transaction::Column::InstanceId)
+        .into_model::<UsageSum>()
+        .all(&txn)
+        .await?;
+    if sums.is_empty() {
+        return Ok(None);
+    }
+    let customer = user::Entity::find_by_id(user)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("account {user} vanished"))?;
+    let decision = tax::decide(
+        &settings,
+        customer.country.as_deref(),
+        customer.vat_id.as_deref(),
+    );
+    let subtotal: i64 = sums.iter().map(|s| s.amount).sum();
+    let tax_minor = tax::tax_of(subtotal, decision.rate_basis_points);
+    let number = next_number(&txn, now.year(), now).await?;
+    let inserted = invoice::ActiveModel {
+        user_id: Set(user),
+        number: Set(Some(number)),
+        status: Set(InvoiceStatus::Open),
+        currency: Set(currency.to_owned()),
+        subtotal_minor: Set(subtotal),
+        tax_minor: Set(tax_minor),
+        total_minor: Set(subtotal + tax_minor),
+        tax_rate_basis_points: Set(decision.rate_basis_points),
+        reverse_charge: Set(decision.reverse_charge),
+        period_start: Set(start),
+        period_end: Set(end),
+        issued_at: Set(Some(now)),
+        due_at: Set(Some(
+            now + Duration::days(i64::from(settings.payment_terms_days)),
+        )),
+        paid_at: Set(None),
+        voided_at: Set(None),
+        billing_snapshot: Set(serde_json::json!({
+            "seller": settings.seller,
+            "customer": {
+                "name": customer.company.clone().unwrap_or_else(|| customer.name.clone()),
+                "email": customer.email,
+                "country": customer.country,
+                "vat_id": customer.vat_id,
+            },
+        })),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await;
+    let row = match inserted {
+        Ok(row) => row,
+        // A concurrent run issued this period first (it held the counter
+        // while we waited for it): dropping the transaction gives our
+        // number back.
+        Err(err)
+            if matches!(
+                err.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let names = instance_names(&txn, &sums).await?;
+    let month = start.format("%B %Y");
+    for sum in &sums {
+        let name = sum
+            .instance_id
+            .and_then(|id| names.iter().find(|(i, _)| *i == id))
+            .map_or("Deleted instance", |(_, n)| n.as_str());
+        invoice_line::ActiveModel {
+            invoice_id: Set(row.id),
+            instance_id: Set(sum.instance_id),
+            description: Set(format!("{name}: {} hours, {month}", sum.hours)),
+            quantity: Set(1),
+            unit_amount_minor: Set(sum.amount),
+            amount_minor: Set(sum.amount),
+            period_start: Set(Some(start)),
+            period_end: Set(Some(end)),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+    }
+    if tax_minor > 0 {
+        transaction::ActiveModel {
+            user_id: Set(user),
+            kind: Set(TransactionKind::Invoice),
+            amount_minor: Set(-tax_minor),
+            currency: Set(currency.to_owned()),
+            invoice_id: Set(Some(row.id)),
+            idempotency_key: Set(Some(format!("invoice-tax:{}", row.id))),
+            description: Set(format!(
+                "VAT of invoice {}",
+                row.number.as_deref().unwrap_or_default()
+            )),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+    }
+    let covered = ledger::balances(&txn, user)
+        .await?
+        .iter()
+        .any(|b| b.currency == currency && b.amount_minor >= 0);
+    let row = if covered {
+        let mut active: invoice::ActiveModel = row.into();
+        active.status = Set(InvoiceStatus::Paid);
+        active.paid_at = Set(Some(now));
+        active.update(&txn).await?
+    } else {
+        row
+    };
+    txn.commit().await?;
+    Ok(Some(row))
+}
+
+/// Takes the next number of `year`, in the caller's transaction: the
+/// counter row is created at 1 or incremented, and stays locked until the
+/// transaction ends.
+async fn next_number<C: ConnectionTrait>(
+    conn: &C,
+    year: i32,
+    now: DateTime<Utc>,
+) -> Result<String> {
+    let upsert = Query::insert()
+        .into_table(invoice_counter::Entity)
+        .columns([
+            invoice_counter::Column::Year,
+            invoice_counter::Column::LastNumber,
+            invoice_counter::Column::CreatedAt,
+            invoice_counter::Column::UpdatedAt,
+        ])
+        .values_panic([year.into(), 1_i64.into(), now.into(), now.into()])
+        .on_conflict(
+            OnConflict::column(invoice_counter::Column::Year)
+                .value(
+                    invoice_counter::Column::LastNumber,
+                    Expr::col((invoice_counter::Entity, invoice_counter::Column::LastNumber))
+                        .add(1),
+                )
+                .value(invoice_counter::Column::UpdatedAt, now)
+                .to_owned(),
+        )
+        .returning_col(invoice_counter::Column::LastNumber)
+        .to_owned();
+    let row = conn
+        .query_one(&upsert)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the invoice counter returned no row"))?;
+    let last: i64 = row.try_get("", "last_number")?;
+    Ok(format_number(year, last))
+}
+
+pub fn format_number(year: i32, number: i64) -> String {
+    format!("{year}-{number:06}")
+}
+
+async fn instance_names<C: ConnectionTrait>(
+    conn: &C,
+    sums: &[UsageSum],
+) -> Result<Vec<(InstanceId, String)>> {
+    Ok(instance::Entity::find()
+        .filter(instance::Column::Id.is_in(sums.iter().filter_map(|s| s.instance_id)))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|i| (i.id, i.name))
+        .collect())
+}
+
+/// The manual payment provider: an admin records that an open invoice was
+/// paid in full outside the platform. The payment is credited to the
+/// account (the invoice's total was debited at issue) and the invoice is
+/// paid, in one transaction; a paid or void invoice is a 409.
+pub async fn mark_paid(
+    services: &Services,
+    actor: &Actor,
+    id: InvoiceId,
+    payment: &ManualPayment,
+) -> Result<InvoiceView> {
+    actor.require_admin()?;
+    let now = services.clock.now();
+    let txn = services.db.begin_write().await?;
+    let row = invoice::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or_else(|| Error::not_found("Invoice"))?;
+    if row.status != InvoiceStatus::Open {
+        return Err(Error::InvalidState {
+            message: "Only an open invoice can be marked paid.".to_owned(),
+            state: row.status.to_value(),
+        });
+    }
+    transaction::ActiveModel {
+        user_id: Set(row.user_id),
+        kind: Set(TransactionKind::Payment),
+        amount_minor: Set(row.total_minor),
+        currency: Set(row.currency.clone()),
+        invoice_id: Set(Some(row.id)),
+        provider: Set(Some("manual".to_owned())),
+        idempotency_key: Set(Some(format!("invoice-payment:{}", row.id))),
+        description: Set(format!(
+            "Payment of invoice {} ({})",
+            row.number.as_deref().unwrap_or_default(),
+            payment.reference.trim()
+        )),
+        created_by: Set(Some(actor.user_id)),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let mut active: invoice::ActiveModel = row.into();
+    active.status = Set(InvoiceStatus::Paid);
+    active.paid_at = Set(Some(now));
+    let row = active.update(&txn).await?;
+    txn.commit().await?;
+    Ok(row.into())
+}
+
+/// The actor's own invoices, newest first.
+pub async fn list_own(
+    services: &Services,
+    actor: &Actor,
+    page: PageRequest,
+) -> Result<Page<InvoiceView>> {
+    let filter = InvoiceFilter {
+        user_id: Some(actor.user_id),
+        status: None,
+    };
+    page_of(services, filter, page).await
+}
+
+/// Every account's invoices, for staff.
+pub async fn list_all(
+    services: &Services,
+    actor: &Actor,
+    filter: InvoiceFilter,
+    page: PageRequest,
+) -> Result<Page<InvoiceView>> {
+    actor.require_staff()?;
+    page_of(services, filter, page).await
+}
+
+async fn page_of(
+    services: &Services,
+    filter: InvoiceFilter,
+    page: PageRequest,
+) -> Result<Page<InvoiceView>> {
+    let mut select = invoice::Entity::find();
+    if let Some(user) = filter.user_id {
+        select = select.filter(invoice::Column::UserId.eq(user));
+    }
+    if let Some(status) = filter.status {
+        select = select.filter(invoice::Column::Status.eq(status));
+    }
+    let page = fetch_page(
+        services.db.reader(),
+        select,
+        invoice::Column::Id,
+        page,
+        |row| row.id.into(),
+    )
+    .await?;
+    Ok(page.map(InvoiceView::from))
+}
+
+/// One invoice with its lines: the actor's own, or any for staff; another
+/// customer's is not found.
+pub async fn get(services: &Services, actor: &Actor, id: InvoiceId) -> Result<InvoiceDetail> {
+    let mut select = invoice::Entity::find_by_id(id);
+    if !actor.is_staff() {
+        select = select.filter(invoice::Column::UserId.eq(actor.user_id));
+    }
+    let row = select
+        .one(services.db.reader())
+        .await?
+        .ok_or_else(|| Error::not_found("Invoice"))?;
+    let lines = invoice_line::Entity::find()
+        .filter(invoice_line::Column::InvoiceId.eq(row.id))
+        .order_by_asc(invoice_line::Column::Id)
+        .all(services.db.reader())
+        .await?
+        .into_iter()
+        .map(|line| InvoiceLineView {
+            instance_id: line.instance_id,
+            description: line.description,
+            quantity: line.quantity,
+            unit_amount_minor: line.unit_amount_minor,
+            amount_minor: line.amount_minor,
+            period_start: line.period_start,
+            period_end: line.period_end,
+        })
+        .collect();
+    let parties = row.billing_snapshot.clone();
+    Ok(InvoiceDetail {
+        invoice: row.into(),
+        lines,
+        parties,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_number;
+
+    #[test]
+    fn numbers_carry_the_year_and_six_digits() {
+        assert_eq!(format_number(2026, 1), "2026-000001");
+        assert_eq!(format_number(2026, 1_234_567), "2026-1234567");
+    }
+}
