@@ -83,10 +83,13 @@ impl LibvirtConfig {
 pub struct LibvirtDriver {
     node: Arc<Node>,
     locks: VmLocks,
-    /// Serializes base image uploads, so two defines never upload the same one.
-    base_upload: tokio::sync::Mutex<()>,
     events: broadcast::Sender<VmEvent>,
 }
+
+/// Serializes base image uploads across every driver of this process (the
+/// platform makes one per node, tests several per daemon), so two defines
+/// never upload the same image at once.
+static BASE_UPLOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What the blocking side of every operation needs.
 #[derive(Debug)]
@@ -137,7 +140,6 @@ impl LibvirtDriver {
         Ok(Self {
             node,
             locks: VmLocks::default(),
-            base_upload: tokio::sync::Mutex::default(),
             events,
         })
     }
@@ -695,7 +697,7 @@ impl Driver for LibvirtDriver {
         let limit = self.node.config.op_timeout;
         bounded("define", limit, async {
             let _guard = self.locks.lock(spec.id).await;
-            let _upload = self.base_upload.lock().await;
+            let _upload = BASE_UPLOADS.lock().await;
             let spec = spec.clone();
             self.blocking("define", limit, move |node, connection| {
                 node.define(connection, &spec)
