@@ -95,14 +95,13 @@ async fn usage_accrues_per_started_hour_into_the_ledger_exactly_once() {
     let app = TestApp::spawn_at(clock.clone()).await;
     let db = app.state.db.writer();
     let cat = rows::catalogue(db).await;
-    let admin_id = app
-        .create_user(
+    let (_, admin) = app
+        .signed_in(
             "admin@example.com",
             "correct horse battery",
             UserRole::Admin,
         )
         .await;
-    let admin = app.session_for(&admin_id).await;
     let owner = app.session_for(&cat.user.id.to_string()).await;
     let capped = plan(&app, "capped", 7, 30).await;
     let small = plan(&app, "small", 10, 100_000).await;
@@ -213,30 +212,27 @@ async fn usage_accrues_per_started_hour_into_the_ledger_exactly_once() {
 async fn admins_adjust_credit_with_a_reason_and_customers_see_only_their_own_account() {
     let clock = ManualClock::new(at(2, 10, 30));
     let app = TestApp::spawn_at(clock.clone()).await;
-    let admin_id = app
-        .create_user(
+    let (_, admin) = app
+        .signed_in(
             "admin@example.com",
             "correct horse battery",
             UserRole::Admin,
         )
         .await;
-    let admin = app.session_for(&admin_id).await;
-    let alice_id = app
-        .create_user(
+    let (alice_id, alice) = app
+        .signed_in(
             "alice@example.com",
             "correct horse battery",
             UserRole::Customer,
         )
         .await;
-    let alice = app.session_for(&alice_id).await;
-    let bob_id = app
-        .create_user(
+    let (_, bob) = app
+        .signed_in(
             "bob@example.com",
             "correct horse battery",
             UserRole::Customer,
         )
         .await;
-    let bob = app.session_for(&bob_id).await;
     let path = format!("/api/v1/admin/billing/users/{alice_id}/adjustments");
 
     for (body, field) in [
@@ -449,14 +445,13 @@ async fn monthly_invoices_are_numbered_without_gaps_with_vat_and_reverse_charge(
     let clock = ManualClock::new(at(31, 20, 0));
     let app = TestApp::spawn_at(clock.clone()).await;
     let cat = rows::catalogue(app.state.db.writer()).await;
-    let admin_id = app
-        .create_user(
+    let (_, admin) = app
+        .signed_in(
             "admin@example.com",
             "correct horse battery",
             UserRole::Admin,
         )
         .await;
-    let admin = app.session_for(&admin_id).await;
     let hourly = plan(&app, "hourly", 10, 100_000).await;
     let (alice_id, alice) = customer(&app, "alice@example.com", "FR", None).await;
     let (bob_id, bob) = customer(&app, "bob@example.com", "DE", Some("DE 123456789")).await;
@@ -647,14 +642,13 @@ async fn a_signed_stripe_top_up_credits_once_and_bad_signatures_change_nothing()
         std::sync::Arc::new(clock.clone()),
     )
     .await;
-    let alice_id = app
-        .create_user(
+    let (alice_id, alice) = app
+        .signed_in(
             "alice@example.com",
             "correct horse battery",
             UserRole::Customer,
         )
         .await;
-    let alice = app.session_for(&alice_id).await;
     let payload = json!({
         "id": "evt_1", "type": "checkout.session.completed",
         "data": {"object": {

@@ -351,6 +351,18 @@ impl TestApp {
     }
 
     /// Creates an account with a role directly, as `vmcloud admin create-user` does.
+    /// Creates an account (already email-verified) and signs it in.
+    pub async fn signed_in(
+        &self,
+        email: &str,
+        password: &str,
+        role: vmcloud_server::db::entities::user::UserRole,
+    ) -> (String, Session) {
+        let id = self.create_user(email, password, role).await;
+        let session = self.session_for(&id).await;
+        (id, session)
+    }
+
     pub async fn create_user(
         &self,
         email: &str,
