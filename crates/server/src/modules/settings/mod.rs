@@ -69,10 +69,10 @@ pub async fn get<T>(db: &Database, cache: &Cache, key: &str, default: T) -> Resu
 where
     T: Serialize + DeserializeOwned,
 {
-    if let Some(bytes) = cache.get_near(&cache_key(key)).await? {
-        if let Ok(value) = serde_json::from_slice(&bytes) {
-            return Ok(value);
-        }
+    if let Some(bytes) = cache.get_near(&cache_key(key)).await?
+        && let Ok(value) = serde_json::from_slice(&bytes)
+    {
+        return Ok(value);
     }
     let value = setting::Entity::find_by_id(key.to_owned())
         .one(db.reader())
