@@ -139,6 +139,20 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("POST /api/v1/admin/billing/users/{id}/adjustments", Admin),
         ("GET /api/v1/admin/settings/billing", Admin),
         ("PUT /api/v1/admin/settings/billing", Admin),
+        // Customers reach only their own tickets (tests/ownership.rs).
+        ("POST /api/v1/tickets", Account),
+        ("GET /api/v1/tickets", Account),
+        ("GET /api/v1/tickets/{id}", Account),
+        ("POST /api/v1/tickets/{id}/messages", Account),
+        ("POST /api/v1/tickets/{id}/attachments", Account),
+        (
+            "GET /api/v1/tickets/{id}/attachments/{attachment_id}",
+            Account,
+        ),
+        ("POST /api/v1/tickets/{id}/assign", Staff),
+        ("POST /api/v1/tickets/{id}/status", Account),
+        ("GET /api/v1/admin/settings/support", Admin),
+        ("PUT /api/v1/admin/settings/support", Admin),
     ])
 }
 

@@ -2,16 +2,17 @@
 //! served at `/api/openapi.json`, browsable at `/api/docs`, and checked in at
 //! `openapi/vmcloud.json` (a test fails when they drift apart).
 
+use axum::extract::DefaultBodyLimit;
 use utoipa::OpenApi as _;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
     AppState, admin_addresses, admin_billing, admin_catalog, admin_nodes, admin_outbox,
-    admin_realtime, admin_security, admin_users, api_tokens, auth, billing, catalog, console,
-    health, instances, ssh_keys, two_factor, users,
+    admin_realtime, admin_security, admin_support, admin_users, api_tokens, auth, billing, catalog,
+    console, health, instances, ssh_keys, tickets, two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -31,6 +32,7 @@ use crate::http::{
         (name = "catalog", description = "Plans, regions and images on offer"),
         (name = "instances", description = "Virtual machines, their actions, snapshots and consoles"),
         (name = "billing", description = "The account's balance, usage, ledger and invoices"),
+        (name = "support", description = "Support tickets, their messages and attachments"),
         (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
@@ -172,11 +174,30 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(
             admin_billing::get_policy,
             admin_billing::update_policy
+        ))
+        .routes(routes!(tickets::create, tickets::list))
+        .routes(routes!(tickets::get))
+        .routes(routes!(tickets::post_message))
+        .routes(unlimited_body(routes!(tickets::upload_attachment)))
+        .routes(routes!(tickets::download_attachment))
+        .routes(routes!(tickets::assign))
+        .routes(routes!(tickets::change_status))
+        .routes(routes!(
+            admin_support::get_settings,
+            admin_support::update_settings
         ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .nest("/api/v1", v1)
+}
+
+/// Lifts the server's body limit from a route that enforces its own while
+/// it streams the body (attachments, limited by the support settings).
+fn unlimited_body(
+    (schemas, paths, router): UtoipaMethodRouter<AppState>,
+) -> UtoipaMethodRouter<AppState> {
+    (schemas, paths, router.layer(DefaultBodyLimit::disable()))
 }
 
 /// The document as served, pretty-printed with a trailing newline (the form
