@@ -573,6 +573,12 @@ async fn attachments_are_limited_checked_by_content_and_private() {
     .await;
     assert_eq!(invalid["status"], 422);
     assert_eq!(invalid["errors"].as_array().expect("errors").len(), 2);
+    // Beyond the server's 1 MiB body limit, within the default 10 MiB.
+    let early = open_ticket(&app, &ada, "Big log").await;
+    let log = vec![b'x'; 2 * 1024 * 1024];
+    let early_id = early["id"].as_str().expect("id");
+    let big_log = attach(&app, &ada, early_id, "big.log", "text/plain", &log).await;
+    assert_eq!(big_log.status(), 201);
     call(
         &app,
         Method::PUT,
@@ -669,6 +675,28 @@ async fn attachments_are_limited_checked_by_content_and_private() {
             .status(),
         404
     );
+    // A closed ticket takes no more files.
+    let status = format!("/api/v1/tickets/{id}/status");
+    call(
+        &app,
+        Method::POST,
+        &status,
+        &agent,
+        &json!({"status": "resolved"}),
+        200,
+    )
+    .await;
+    call(
+        &app,
+        Method::POST,
+        &status,
+        &ada,
+        &json!({"status": "closed"}),
+        200,
+    )
+    .await;
+    let late = problem(attach(&app, &ada, id, "late.png", "image/png", PNG).await).await;
+    assert_eq!(late["status"], 409);
     assert!(
         audit_actions(&app)
             .await

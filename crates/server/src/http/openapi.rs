@@ -14,6 +14,7 @@ use crate::http::{
     admin_realtime, admin_security, admin_support, admin_users, api_tokens, auth, billing, catalog,
     console, health, instances, ssh_keys, tickets, two_factor, users,
 };
+use crate::modules::support::policy::MAX_ATTACHMENT_BYTES;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -178,7 +179,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tickets::create, tickets::list))
         .routes(routes!(tickets::get))
         .routes(routes!(tickets::post_message))
-        .routes(unlimited_body(routes!(tickets::upload_attachment)))
+        .routes(attachment_body_limit(routes!(tickets::upload_attachment)))
         .routes(routes!(tickets::download_attachment))
         .routes(routes!(tickets::assign))
         .routes(routes!(tickets::change_status))
@@ -192,12 +193,14 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .nest("/api/v1", v1)
 }
 
-/// Lifts the server's body limit from a route that enforces its own while
-/// it streams the body (attachments, limited by the support settings).
-fn unlimited_body(
+/// Raises the body limit of the attachment upload to the largest limit the
+/// support settings allow (plus room for the multipart framing); the
+/// handler enforces the configured limit as it reads.
+fn attachment_body_limit(
     (schemas, paths, router): UtoipaMethodRouter<AppState>,
 ) -> UtoipaMethodRouter<AppState> {
-    (schemas, paths, router.layer(DefaultBodyLimit::disable()))
+    let limit = usize::try_from(MAX_ATTACHMENT_BYTES).unwrap_or(usize::MAX) + 64 * 1024;
+    (schemas, paths, router.layer(DefaultBodyLimit::max(limit)))
 }
 
 /// The document as served, pretty-printed with a trailing newline (the form
