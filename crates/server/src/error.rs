@@ -47,6 +47,12 @@ pub enum Error {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// An upload is larger than the limit the message states.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// An upload's content is not of a type accepted here.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// An account limit is reached; `limit` is the limit.
     #[error("{message}")]
     QuotaExceeded { message: String, limit: u64 },

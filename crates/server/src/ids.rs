@@ -78,6 +78,7 @@ typed_id!(
     TransactionId,
     TicketId,
     TicketMessageId,
+    TicketAttachmentId,
     AuditLogId,
     NotificationId,
     JobId,

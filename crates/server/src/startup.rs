@@ -16,7 +16,6 @@ use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
-use crate::modules::billing;
 use crate::modules::instances::console::SerialHubs;
 use crate::modules::instances::metrics::{LatestReadings, Sampler};
 use crate::modules::instances::queue::{self, RunSettings, Runner};
@@ -26,6 +25,7 @@ use crate::modules::nodes::drivers::Drivers;
 use crate::modules::products::{demo, images};
 use crate::modules::users::UserViews;
 use crate::modules::users::flows;
+use crate::modules::{billing, support};
 use crate::realtime;
 use crate::telemetry;
 
@@ -167,6 +167,11 @@ impl Application {
             Duration::from_secs(state.config.billing_accrual_interval_secs),
             shutdown.child_token(),
         ));
+        let auto_close = tokio::spawn(support::run_auto_close(
+            state.support(),
+            support::AUTO_CLOSE_INTERVAL,
+            shutdown.child_token(),
+        ));
         let (router, realtime) = match role {
             Role::Serve => {
                 let (layer, io) = realtime::layer(&state);
@@ -206,6 +211,7 @@ impl Application {
         reconciler.await.context("reconciler task failed")?;
         sampler.await.context("metrics sampler task failed")?;
         accrual.await.context("usage accrual task failed")?;
+        auto_close.await.context("ticket auto-close task failed")?;
         if let Some(realtime) = realtime {
             realtime.await.context("real-time task failed")?;
         }

@@ -120,3 +120,66 @@ async fn sessions_of_another_customer_are_not_found() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn tickets_and_attachments_of_another_customer_are_not_found() {
+    let app = TestApp::spawn().await;
+    let (ada, bob) = two_customers(&app).await;
+    let id = created_id(
+        app.authed(Method::POST, "/api/v1/tickets", &ada)
+            .json(
+                &json!({"subject": "Mine", "category": "billing", "priority": "low",
+                          "body": "Private"}),
+            )
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    let attachment = created_id(
+        app.authed(
+            Method::POST,
+            &format!("/api/v1/tickets/{id}/attachments"),
+            &ada,
+        )
+        .multipart(reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(png.clone()).file_name("a.png"),
+        ))
+        .send()
+        .await
+        .expect("sent"),
+    )
+    .await;
+    let path = format!("/api/v1/tickets/{id}");
+    let download = format!("{path}/attachments/{attachment}");
+    assert_eq!(app.status_of(Method::GET, &path, &bob).await, 404);
+    assert_eq!(app.status_of(Method::GET, &download, &bob).await, 404);
+    for (suffix, body) in [
+        ("/messages", json!({"body": "Let me in"})),
+        ("/status", json!({"status": "resolved"})),
+    ] {
+        let response = app
+            .send_json(Method::POST, &format!("{path}{suffix}"), &bob, &body)
+            .await;
+        assert_eq!(response.status(), 404, "{suffix}");
+    }
+    let upload = app
+        .authed(Method::POST, &format!("{path}/attachments"), &bob)
+        .multipart(reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(png).file_name("b.png"),
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(upload.status(), 404);
+    let bobs = app.fetch_json(Method::GET, "/api/v1/tickets", &bob).await;
+    assert_eq!(bobs["items"], json!([]));
+    let untouched = app.fetch_json(Method::GET, &path, &ada).await;
+    assert_eq!(untouched["status"], "open");
+    assert_eq!(untouched["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(untouched["attachments"].as_array().map(Vec::len), Some(1));
+    app.stop().await;
+}

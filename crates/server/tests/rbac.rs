@@ -132,6 +132,18 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/admin/settings", Admin),
         ("GET /api/v1/admin/settings/{key}", Admin),
         ("PUT /api/v1/admin/settings/{key}", Admin),
+        // Customers reach only their own tickets (tests/ownership.rs).
+        ("POST /api/v1/tickets", Account),
+        ("GET /api/v1/tickets", Account),
+        ("GET /api/v1/tickets/{id}", Account),
+        ("POST /api/v1/tickets/{id}/messages", Account),
+        ("POST /api/v1/tickets/{id}/attachments", Account),
+        (
+            "GET /api/v1/tickets/{id}/attachments/{attachment_id}",
+            Account,
+        ),
+        ("POST /api/v1/tickets/{id}/assign", Staff),
+        ("POST /api/v1/tickets/{id}/status", Account),
     ])
 }
 

@@ -26,6 +26,7 @@ pub mod problem;
 pub mod request_id;
 pub mod security;
 pub mod ssh_keys;
+pub mod tickets;
 pub mod two_factor;
 pub mod users;
 
@@ -97,6 +98,18 @@ impl AppState {
             db: self.db.clone(),
             cache: self.cache.clone(),
             clock: self.clock.clone(),
+        }
+    }
+
+    /// What the support services need.
+    pub fn support(&self) -> crate::modules::support::Services {
+        crate::modules::support::Services {
+            db: self.db.clone(),
+            cache: self.cache.clone(),
+            jobs: self.jobs.clone(),
+            clock: self.clock.clone(),
+            attachments_dir: self.config.data_dir.join("attachments"),
+            public_url: self.config.public_url(),
         }
     }
 }

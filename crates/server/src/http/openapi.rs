@@ -2,8 +2,9 @@
 //! served at `/api/openapi.json`, browsable at `/api/docs`, and checked in at
 //! `openapi/vmcloud.json` (a test fails when they drift apart).
 
+use axum::extract::DefaultBodyLimit;
 use utoipa::OpenApi as _;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -11,8 +12,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use crate::http::{
     AppState, admin_addresses, admin_billing, admin_catalog, admin_nodes, admin_outbox,
     admin_settings, admin_users, api_tokens, auth, billing, catalog, console, health, instances,
-    ssh_keys, two_factor, users,
+    ssh_keys, tickets, two_factor, users,
 };
+use crate::modules::support::policy::MAX_ATTACHMENT_BYTES;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -31,6 +33,7 @@ use crate::http::{
         (name = "catalog", description = "Plans, regions and images on offer"),
         (name = "instances", description = "Virtual machines, their actions, snapshots and consoles"),
         (name = "billing", description = "The account's balance, usage, ledger and invoices"),
+        (name = "support", description = "Support tickets, their messages and attachments"),
         (name = "admin", description = "Staff operations"),
     ),
     modifiers(&BearerAuth),
@@ -160,11 +163,28 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_billing::adjust))
         .routes(routes!(admin_billing::list_invoices))
         .routes(routes!(admin_billing::issue_invoices))
-        .routes(routes!(admin_billing::mark_paid));
+        .routes(routes!(admin_billing::mark_paid))
+        .routes(routes!(tickets::create, tickets::list))
+        .routes(routes!(tickets::get))
+        .routes(routes!(tickets::post_message))
+        .routes(attachment_body_limit(routes!(tickets::upload_attachment)))
+        .routes(routes!(tickets::download_attachment))
+        .routes(routes!(tickets::assign))
+        .routes(routes!(tickets::change_status));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .nest("/api/v1", v1)
+}
+
+/// Raises the body limit of the attachment upload to the largest limit the
+/// support settings allow (plus room for the multipart framing); the
+/// handler enforces the configured limit as it reads.
+fn attachment_body_limit(
+    (schemas, paths, router): UtoipaMethodRouter<AppState>,
+) -> UtoipaMethodRouter<AppState> {
+    let limit = usize::try_from(MAX_ATTACHMENT_BYTES).unwrap_or(usize::MAX) + 64 * 1024;
+    (schemas, paths, router.layer(DefaultBodyLimit::max(limit)))
 }
 
 /// The document as served, pretty-printed with a trailing newline (the form

@@ -126,6 +126,10 @@ impl From<Error> for Problem {
                 problem
             }
             Error::Unavailable(detail) => Self::new(StatusCode::SERVICE_UNAVAILABLE, detail),
+            Error::PayloadTooLarge(detail) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, detail),
+            Error::UnsupportedMediaType(detail) => {
+                Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail)
+            }
             Error::QuotaExceeded { message, limit } => {
                 let mut problem =
                     Self::new(StatusCode::FORBIDDEN, message).with_extension("limit", limit.into());

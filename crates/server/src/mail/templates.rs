@@ -58,6 +58,47 @@ pub fn reset_password(to: &str, name: &str, locale: &str, link: &str) -> Email {
     }
 }
 
+/// What a ticket-reply email says: which ticket, who wrote, and the reply.
+#[derive(Clone, Copy, Debug)]
+pub struct TicketReply<'a> {
+    pub ticket_subject: &'a str,
+    pub author_name: &'a str,
+    /// The reply as written (Markdown reads fine as plain text).
+    pub body: &'a str,
+    pub link: &'a str,
+}
+
+pub fn ticket_reply(to: &str, name: &str, locale: &str, reply: TicketReply<'_>) -> Email {
+    let TicketReply {
+        ticket_subject,
+        author_name,
+        body,
+        link,
+    } = reply;
+    let (subject, body_text) = if french(locale) {
+        (
+            format!("Nouvelle réponse : {ticket_subject}"),
+            format!(
+                "Bonjour {name},\n\n{author_name} a répondu à la demande « {ticket_subject} » :\n\n\
+                 {body}\n\nPour répondre, ouvrez la demande :\n\n{link}\n"
+            ),
+        )
+    } else {
+        (
+            format!("New reply: {ticket_subject}"),
+            format!(
+                "Hello {name},\n\n{author_name} replied to the ticket \"{ticket_subject}\":\n\n\
+                 {body}\n\nTo answer, open the ticket:\n\n{link}\n"
+            ),
+        )
+    };
+    Email {
+        to: to.to_owned(),
+        subject,
+        body_text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +114,24 @@ mod tests {
             verify_email("a@example.org", "Ada", "fr", "l").subject,
             verify_email("a@example.org", "Ada", "en", "l").subject
         );
+    }
+
+    #[test]
+    fn a_ticket_reply_quotes_the_reply_in_the_recipients_language() {
+        let reply = TicketReply {
+            ticket_subject: "Disk full",
+            author_name: "Support",
+            body: "Try `df -h`.",
+            link: "https://x/tickets/1",
+        };
+        let en = ticket_reply("a@example.org", "Ada", "en", reply);
+        let fr = ticket_reply("a@example.org", "Ada", "fr", reply);
+        for email in [&en, &fr] {
+            assert!(email.subject.contains("Disk full"));
+            assert!(email.body_text.contains("Try `df -h`."));
+            assert!(email.body_text.contains("https://x/tickets/1"));
+        }
+        assert!(fr.body_text.contains("a répondu"));
+        assert!(en.body_text.contains("replied"));
     }
 }

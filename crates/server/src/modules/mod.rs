@@ -11,4 +11,5 @@ pub mod nodes;
 pub mod products;
 pub mod settings;
 pub mod ssh_keys;
+pub mod support;
 pub mod users;

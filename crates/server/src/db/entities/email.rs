@@ -22,6 +22,8 @@ db_enum! {
     pub enum EmailKind {
         VerifyEmail,
         ResetPassword,
+        /// A new reply on a support ticket, to the other side.
+        TicketReply,
     }
 }
 

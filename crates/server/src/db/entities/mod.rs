@@ -110,6 +110,7 @@ pub mod setting;
 pub mod ssh_key;
 pub mod subscription;
 pub mod support_ticket;
+pub mod ticket_attachment;
 pub mod ticket_message;
 pub mod transaction;
 pub mod usage_segment;

@@ -63,7 +63,7 @@ fn to_json(value: &impl Serialize) -> serde_json::Value {
 
 /// The settings of every module, in the order the console lists them.
 pub fn registry() -> Vec<Entry> {
-    use crate::modules::{auth, billing, instances, nodes, users};
+    use crate::modules::{auth, billing, instances, nodes, support, users};
     vec![
         Entry::of::<users::policy::AccountPolicy>(),
         Entry::of::<auth::policy::SecurityPolicy>(),
@@ -72,6 +72,7 @@ pub fn registry() -> Vec<Entry> {
         Entry::of::<instances::policy::InstancePolicy>(),
         Entry::of::<nodes::NodeDefaults>(),
         Entry::of::<crate::realtime::policy::RealtimePolicy>(),
+        Entry::of::<support::policy::SupportSettings>(),
     ]
 }
 
