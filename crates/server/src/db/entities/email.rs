@@ -22,6 +22,14 @@ db_enum! {
     pub enum EmailKind {
         VerifyEmail,
         ResetPassword,
+        InstanceReady,
+        InstanceFailed,
+        InvoiceIssued,
+        PaymentFailed,
+        SuspensionWarning,
+        Suspension,
+        TerminationWarning,
+        TicketReply,
     }
 }
 
