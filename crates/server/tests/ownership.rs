@@ -183,3 +183,38 @@ async fn tickets_and_attachments_of_another_customer_are_not_found() {
     assert_eq!(untouched["attachments"].as_array().map(Vec::len), Some(1));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn notifications_of_another_customer_are_not_found() {
+    use vmcloud_server::modules::notifications::{self, Notice};
+    let app = TestApp::spawn().await;
+    let (ada, bob) = two_customers(&app).await;
+    let notice = Notice::TicketReply {
+        ticket_id: vmcloud_server::ids::TicketId::new(),
+        subject: "Private".to_owned(),
+    };
+    let state = &app.state;
+    let id = notifications::notify(
+        &state.db,
+        &state.cache,
+        &state.jobs,
+        ada.user_id.parse().expect("id"),
+        notice,
+    )
+    .await
+    .expect("notified")
+    .expect("new")
+    .id;
+    let path = format!("/api/v1/notifications/{id}/read");
+    assert_eq!(status(&app, Method::POST, &path, &bob).await, 404);
+    let bobs = app
+        .fetch_json(Method::GET, "/api/v1/notifications", &bob)
+        .await;
+    assert_eq!(bobs["items"], json!([]));
+    assert_eq!(
+        status(&app, Method::POST, &path, &ada).await,
+        200,
+        "the owner still has it"
+    );
+    app.stop().await;
+}

@@ -16,9 +16,9 @@ use sea_orm::{
 use serde_json::json;
 use vmcloud_server::db::entities::{
     api_token, audit_log, image, instance, instance_action, instance_metric, invoice,
-    invoice_counter, invoice_line, ip_address, node, notification, product, product_region,
-    refresh_token, region, setting, ssh_key, subscription, support_ticket, ticket_message,
-    transaction, usage_segment, user,
+    invoice_counter, invoice_line, ip_address, node, notification, notification_opt_out, product,
+    product_region, refresh_token, region, setting, ssh_key, subscription, support_ticket,
+    ticket_message, transaction, usage_segment, user,
 };
 use vmcloud_server::ids::{
     ApiTokenId, AuditLogId, ImageId, InstanceActionId, InstanceId, InstanceMetricId, InvoiceId,
@@ -521,8 +521,18 @@ async fn every_entity_round_trips_with_every_column_set() {
             body: "Your instance db is up.".to_owned(),
             link: Some(format!("/instances/{}", instance.id)),
             read_at: Some(at(3)),
+            dedupe_key: Some(format!("instance.ready:{}", instance.id)),
             created_at: at(2),
             updated_at: at(3),
+        },
+    )
+    .await;
+    round_trip(
+        conn,
+        notification_opt_out::Model {
+            user_id: customer.id,
+            kind: "instance_ready".to_owned(),
+            created_at: at(2),
         },
     )
     .await;
@@ -750,6 +760,39 @@ async fn other_unique_constraints_hold() {
         .await
         .expect("another unkeyed entry");
     assert_unique_violation(charge(Some("usage:s:1")).insert(conn).await);
+
+    // An instance is announced ready once per account, whatever retries do;
+    // notices without a key repeat freely.
+    let other = new_user(conn, "other@example.com").await;
+    let notice = |user: UserId, key: Option<&str>| notification::ActiveModel {
+        user_id: Set(user),
+        kind: Set("instance.ready".to_owned()),
+        title: Set("web is ready".to_owned()),
+        body: Set("Your instance web is running.".to_owned()),
+        dedupe_key: Set(key.map(str::to_owned)),
+        ..Default::default()
+    };
+    notice(cat.user.id, Some("instance.ready:1"))
+        .insert(conn)
+        .await
+        .expect("first");
+    notice(other.id, Some("instance.ready:1"))
+        .insert(conn)
+        .await
+        .expect("keys are per account");
+    notice(cat.user.id, None)
+        .insert(conn)
+        .await
+        .expect("unkeyed");
+    notice(cat.user.id, None)
+        .insert(conn)
+        .await
+        .expect("another unkeyed");
+    assert_unique_violation(
+        notice(cat.user.id, Some("instance.ready:1"))
+            .insert(conn)
+            .await,
+    );
 }
 
 #[tokio::test]

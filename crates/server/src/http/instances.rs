@@ -149,7 +149,7 @@ pub async fn delete(
 }
 
 /// Audits a queued action and answers 202 with it.
-async fn accepted(
+pub(crate) async fn accepted(
     state: &AppState,
     client: &ClientInfo,
     actor: &crate::modules::auth::Actor,

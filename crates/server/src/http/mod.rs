@@ -6,6 +6,8 @@
 pub mod admin_addresses;
 pub mod admin_billing;
 pub mod admin_catalog;
+pub mod admin_instances;
+pub mod admin_jobs;
 pub mod admin_nodes;
 pub mod admin_outbox;
 pub mod admin_settings;
@@ -20,6 +22,7 @@ pub mod health;
 pub mod instances;
 pub mod json;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;

@@ -10,9 +10,9 @@ use utoipa_axum::routes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
-    AppState, admin_addresses, admin_billing, admin_catalog, admin_nodes, admin_outbox,
-    admin_settings, admin_users, api_tokens, auth, billing, catalog, console, health, instances,
-    ssh_keys, tickets, two_factor, users,
+    AppState, admin_addresses, admin_billing, admin_catalog, admin_instances, admin_jobs,
+    admin_nodes, admin_outbox, admin_settings, admin_users, api_tokens, auth, billing, catalog,
+    console, health, instances, notifications, ssh_keys, tickets, two_factor, users,
 };
 use crate::modules::support::policy::MAX_ATTACHMENT_BYTES;
 
@@ -32,6 +32,7 @@ use crate::modules::support::policy::MAX_ATTACHMENT_BYTES;
         (name = "api-tokens", description = "Personal tokens for automation"),
         (name = "catalog", description = "Plans, regions and images on offer"),
         (name = "instances", description = "Virtual machines, their actions, snapshots and consoles"),
+        (name = "notifications", description = "In-app notifications and email preferences"),
         (name = "billing", description = "The account's balance, usage, ledger and invoices"),
         (name = "support", description = "Support tickets, their messages and attachments"),
         (name = "admin", description = "Staff operations"),
@@ -78,6 +79,14 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(users::resend_verification))
         .routes(routes!(users::list_sessions))
         .routes(routes!(users::revoke_session))
+        .routes(routes!(
+            notifications::get_preferences,
+            notifications::update_preferences
+        ))
+        .routes(routes!(notifications::list))
+        .routes(routes!(notifications::unread_count))
+        .routes(routes!(notifications::mark_read))
+        .routes(routes!(notifications::mark_all_read))
         .routes(routes!(two_factor::status))
         .routes(routes!(two_factor::enrol))
         .routes(routes!(two_factor::confirm))
@@ -97,6 +106,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_settings::list))
         .routes(routes!(admin_settings::get, admin_settings::update))
         .routes(routes!(admin_outbox::list))
+        .routes(routes!(admin_jobs::list))
+        .routes(routes!(admin_instances::list))
+        .routes(routes!(admin_instances::request_action))
+        .routes(routes!(admin_instances::delete))
+        .routes(routes!(admin_jobs::get, admin_jobs::discard))
+        .routes(routes!(admin_jobs::retry))
         .routes(routes!(catalog::products))
         .routes(routes!(catalog::regions))
         .routes(routes!(catalog::images))

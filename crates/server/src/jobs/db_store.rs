@@ -14,12 +14,13 @@ use sea_orm::{
 };
 
 use super::{
-    Claimed, ClaimedJob, EnqueueOutcome, FailOutcome, JobRecord, JobStatus, Lease, NewJob,
-    QueueStats,
+    Claimed, ClaimedJob, EnqueueOutcome, FailOutcome, Intervention, JobFilter, JobRecord, JobState,
+    JobStatus, Lease, NewJob, QueueStats,
 };
 use crate::db::Database;
 use crate::db::entities::job::{self, Column, Entity as Jobs};
 use crate::ids::JobId;
+use crate::pagination::{Page, PageRequest, fetch_page};
 
 /// Candidates read per slot to fill: competing workers read the same oldest
 /// rows, so a claimer that loses a few races still finds work further on.
@@ -251,24 +252,95 @@ impl DbStore {
             .one(self.db.writer())
             .await
             .context("cannot read a job")?;
-        row.map(|row| {
-            Ok(JobRecord {
-                id: row.id,
-                kind: row.kind,
-                payload: row.payload,
-                status: JobStatus::parse(&row.status)?,
-                unique_key: row.unique_key,
-                attempts: from_db_int(row.attempts)?,
-                max_attempts: from_db_int(row.max_attempts)?,
-                run_at: row.run_at,
-                locked_until: row.locked_until,
-                locked_by: row.locked_by,
-                last_error: row.last_error,
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            })
+        row.map(record).transpose()
+    }
+
+    pub(super) async fn list(
+        &self,
+        filter: &JobFilter,
+        page: PageRequest,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Page<JobRecord>> {
+        let mut condition = Condition::all();
+        if let Some(kind) = &filter.kind {
+            condition = condition.add(Column::Kind.eq(kind.as_str()));
+        }
+        if let Some(state) = filter.state {
+            condition = condition.add(in_state(state, now));
+        }
+        let page = fetch_page(
+            self.db.reader(),
+            Jobs::find().filter(condition),
+            Column::Id,
+            page,
+            |row| row.id.into(),
+        )
+        .await
+        .context("cannot list jobs")?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(record)
+                .collect::<anyhow::Result<_>>()?,
+            next_cursor: page.next_cursor,
         })
-        .transpose()
+    }
+
+    pub(super) async fn retry(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Intervention> {
+        let db = self.db.writer();
+        let Some(current) = self.job(id).await? else {
+            return Ok(Intervention::Missing);
+        };
+        let state = current.state(now);
+        let update = match state {
+            // A fresh set of attempts; the last error stays for the record.
+            JobState::Dead => Jobs::update_many()
+                .col_expr(Column::Status, Expr::value(JobStatus::Queued.as_str()))
+                .col_expr(Column::Attempts, Expr::value(0))
+                .col_expr(Column::RunAt, Expr::value(now))
+                .col_expr(Column::UpdatedAt, Expr::value(now))
+                .filter(Column::Id.eq(id))
+                .filter(Column::Status.eq(JobStatus::Dead.as_str())),
+            JobState::Failed => Jobs::update_many()
+                .col_expr(Column::RunAt, Expr::value(now))
+                .col_expr(Column::UpdatedAt, Expr::value(now))
+                .filter(Column::Id.eq(id))
+                .filter(in_state(JobState::Failed, now)),
+            other => return Ok(Intervention::Refused(other)),
+        };
+        match update.exec(db).await {
+            Ok(result) if result.rows_affected == 1 => Ok(Intervention::Done),
+            // It moved on in between (a worker claimed it): say where it is.
+            Ok(_) => Ok(self.job(id).await?.map_or(Intervention::Missing, |job| {
+                Intervention::Refused(job.state(now))
+            })),
+            // The partial unique index: another pending job holds the key.
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                Ok(Intervention::KeyTaken)
+            }
+            Err(err) => Err(err).context("cannot queue a job again"),
+        }
+    }
+
+    pub(super) async fn discard(&self, id: JobId) -> anyhow::Result<Intervention> {
+        let result = Jobs::delete_many()
+            .filter(Column::Id.eq(id))
+            .filter(Column::Status.ne(JobStatus::Running.as_str()))
+            .exec(self.db.writer())
+            .await
+            .context("cannot discard a job")?;
+        if result.rows_affected == 1 {
+            return Ok(Intervention::Done);
+        }
+        Ok(match self.job(id).await? {
+            None => Intervention::Missing,
+            Some(_) => Intervention::Refused(JobState::Running),
+        })
     }
 
     pub(super) async fn stats(&self, now: DateTime<Utc>) -> anyhow::Result<QueueStats> {
@@ -295,6 +367,40 @@ impl DbStore {
                 .count(db)
                 .await?,
         })
+    }
+}
+
+fn record(row: job::Model) -> anyhow::Result<JobRecord> {
+    Ok(JobRecord {
+        id: row.id,
+        kind: row.kind,
+        payload: row.payload,
+        status: JobStatus::parse(&row.status)?,
+        unique_key: row.unique_key,
+        attempts: from_db_int(row.attempts)?,
+        max_attempts: from_db_int(row.max_attempts)?,
+        run_at: row.run_at,
+        locked_until: row.locked_until,
+        locked_by: row.locked_by,
+        last_error: row.last_error,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// The rows [`JobRecord::state`] puts in `state`.
+fn in_state(state: JobState, now: DateTime<Utc>) -> Condition {
+    let queued = Condition::all().add(Column::Status.eq(JobStatus::Queued.as_str()));
+    match state {
+        JobState::Queued => queued
+            .add(Column::LastError.is_null())
+            .add(Column::RunAt.lte(now)),
+        JobState::Scheduled => queued
+            .add(Column::LastError.is_null())
+            .add(Column::RunAt.gt(now)),
+        JobState::Failed => queued.add(Column::LastError.is_not_null()),
+        JobState::Running => Condition::all().add(Column::Status.eq(JobStatus::Running.as_str())),
+        JobState::Dead => Condition::all().add(Column::Status.eq(JobStatus::Dead.as_str())),
     }
 }
 

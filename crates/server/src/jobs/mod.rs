@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 
 use crate::db::Database;
 use crate::ids::JobId;
+use crate::pagination::{Page, PageRequest};
 
 pub use worker::{Backoff, JobContext, JobHandler, WorkerConfig, WorkerPool};
 
@@ -201,6 +202,75 @@ pub struct JobRecord {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where a job stands, as operators see it: queued jobs are told apart by
+/// whether they are due and whether a run of theirs already failed.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Due, waiting for a worker.
+    Queued,
+    /// Waiting for its `run_at` time.
+    Scheduled,
+    Running,
+    /// Queued again after a failed attempt (with its error), waiting for the
+    /// retry.
+    Failed,
+    /// Out of attempts.
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+impl JobRecord {
+    pub fn state(&self, now: DateTime<Utc>) -> JobState {
+        match self.status {
+            JobStatus::Running => JobState::Running,
+            JobStatus::Dead => JobState::Dead,
+            JobStatus::Queued if self.last_error.is_some() => JobState::Failed,
+            JobStatus::Queued if self.run_at > now => JobState::Scheduled,
+            JobStatus::Queued => JobState::Queued,
+        }
+    }
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+}
+
+impl JobFilter {
+    fn matches(&self, job: &JobRecord, now: DateTime<Utc>) -> bool {
+        self.state.is_none_or(|state| job.state(now) == state)
+            && self.kind.as_ref().is_none_or(|kind| job.kind == *kind)
+    }
+}
+
+/// What an operator's retry or discard did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intervention {
+    Done,
+    /// No such job (completed jobs no longer exist).
+    Missing,
+    /// Not in a state that allows it; this is the state.
+    Refused(JobState),
+    /// A dead job to retry whose unique key another pending job holds now.
+    KeyTaken,
 }
 
 /// Counts of jobs by state, for metrics and the admin views.
@@ -381,6 +451,46 @@ impl JobQueue {
         }
     }
 
+    /// Jobs newest first, filtered, one page at a time.
+    pub async fn list(
+        &self,
+        filter: &JobFilter,
+        page: PageRequest,
+    ) -> anyhow::Result<Page<JobRecord>> {
+        let now = Utc::now();
+        match &self.inner.store {
+            Store::Database(store) => store.list(filter, page, now).await,
+            Store::Redis(store) => store.list(filter, page, now).await,
+        }
+    }
+
+    /// Runs a dead job again with a fresh set of attempts, or a failed one
+    /// now rather than after its backoff. Other states are refused.
+    pub async fn retry(&self, id: JobId) -> anyhow::Result<Intervention> {
+        let now = Utc::now();
+        let outcome = match &self.inner.store {
+            Store::Database(store) => store.retry(id, now).await?,
+            Store::Redis(store) => store.retry(id, now).await?,
+        };
+        if outcome == Intervention::Done {
+            tracing::info!(job.id = %id, "job queued again by an operator");
+            self.inner.wake.notify_waiters();
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes a job that is not running (queued, scheduled, failed or dead).
+    pub async fn discard(&self, id: JobId) -> anyhow::Result<Intervention> {
+        let outcome = match &self.inner.store {
+            Store::Database(store) => store.discard(id).await?,
+            Store::Redis(store) => store.discard(id).await?,
+        };
+        if outcome == Intervention::Done {
+            tracing::info!(job.id = %id, "job discarded by an operator");
+        }
+        Ok(outcome)
+    }
+
     fn wake_handle(&self) -> Arc<Notify> {
         Arc::clone(&self.inner.wake)
     }
@@ -438,5 +548,63 @@ mod tests {
             assert_eq!(JobStatus::parse(status.as_str()).ok(), Some(status));
         }
         assert!(JobStatus::parse("done").is_err());
+    }
+
+    #[test]
+    fn states_are_named_alike_in_json_and_problems() {
+        for state in [
+            JobState::Queued,
+            JobState::Scheduled,
+            JobState::Running,
+            JobState::Failed,
+            JobState::Dead,
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).expect("json"),
+                serde_json::Value::from(state.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn a_queued_job_is_failed_scheduled_or_due() {
+        let now = Utc::now();
+        let job = JobRecord {
+            id: JobId::new(),
+            kind: "send_email".to_owned(),
+            payload: serde_json::json!({}),
+            status: JobStatus::Queued,
+            unique_key: None,
+            attempts: 0,
+            max_attempts: 5,
+            run_at: now,
+            locked_until: None,
+            locked_by: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        assert_eq!(job.state(now), JobState::Queued);
+        let later = JobRecord {
+            run_at: now + chrono::TimeDelta::minutes(1),
+            ..job.clone()
+        };
+        assert_eq!(later.state(now), JobState::Scheduled);
+        let failed = JobRecord {
+            last_error: Some("SMTP refused".to_owned()),
+            ..later
+        };
+        assert_eq!(failed.state(now), JobState::Failed);
+        let dead = JobRecord {
+            status: JobStatus::Dead,
+            ..failed
+        };
+        assert_eq!(dead.state(now), JobState::Dead);
+        let filter = JobFilter {
+            state: Some(JobState::Queued),
+            kind: Some("send_email".to_owned()),
+        };
+        assert!(filter.matches(&job, now));
+        assert!(!filter.matches(&dead, now));
     }
 }

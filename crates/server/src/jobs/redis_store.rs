@@ -19,15 +19,18 @@ use redis::{AsyncConnectionConfig, Script, ScriptInvocation};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{
-    Claimed, ClaimedJob, EnqueueOutcome, FailOutcome, JobRecord, JobStatus, Lease, NewJob,
-    QueueStats,
+    Claimed, ClaimedJob, EnqueueOutcome, FailOutcome, Intervention, JobFilter, JobRecord, JobState,
+    JobStatus, Lease, NewJob, QueueStats,
 };
 use crate::ids::JobId;
+use crate::pagination::{Page, PageRequest, encode_cursor};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Expired leases handled per claim; more wait for the next claim.
 const EXPIRED_PER_CLAIM: u32 = 100;
+/// Jobs read per round trip while listing.
+const LIST_BATCH: usize = 200;
 
 /// Shared by every script. ARGV[1] is always the key prefix.
 const PRELUDE: &str = r"
@@ -155,6 +158,51 @@ redis.call('ZADD', p .. 'ready', ARGV[5], id)
 return 1
 ";
 
+/// ARGV: prefix, id, now. Queues a dead job again with a fresh set of
+/// attempts (its unique key taken back unless another pending job holds it),
+/// or makes a failed one due now. Returns `ok`, `missing`, `taken` or the
+/// status that refuses it.
+const RETRY: &str = r"
+local id, now = ARGV[2], ARGV[3]
+local f = redis.call('HMGET', job_key(id), 'status', 'last_error', 'unique_key')
+if not f[1] then return 'missing' end
+if f[1] == 'dead' then
+  local ukey = f[3]
+  if ukey and ukey ~= '' then
+    local holder = redis.call('GET', p .. 'unique:' .. ukey)
+    if holder and holder ~= id then
+      local status = redis.call('HGET', job_key(holder), 'status')
+      if status == 'queued' or status == 'running' then return 'taken' end
+    end
+    redis.call('SET', p .. 'unique:' .. ukey, id)
+  end
+  redis.call('ZREM', p .. 'dead', id)
+  redis.call('HSET', job_key(id), 'status', 'queued', 'attempts', 0, 'run_at', now, 'updated_at', now)
+  redis.call('ZADD', p .. 'ready', now, id)
+  return 'ok'
+end
+if f[1] == 'queued' and f[2] ~= '' then
+  redis.call('HSET', job_key(id), 'run_at', now, 'updated_at', now)
+  redis.call('ZADD', p .. 'ready', now, id)
+  return 'ok'
+end
+return f[1]
+";
+
+/// ARGV: prefix, id. Deletes a job that is not running. Returns `ok`,
+/// `missing` or `running`.
+const DISCARD: &str = r"
+local id = ARGV[2]
+local status = redis.call('HGET', job_key(id), 'status')
+if not status then return 'missing' end
+if status == 'running' then return 'running' end
+redis.call('ZREM', p .. 'ready', id)
+redis.call('ZREM', p .. 'dead', id)
+free_unique(id)
+redis.call('DEL', job_key(id))
+return 'ok'
+";
+
 /// ARGV: prefix, now. Returns {queued, scheduled, running, dead}.
 const STATS: &str = r"
 return {
@@ -173,6 +221,8 @@ struct Scripts {
     fail: Script,
     release: Script,
     stats: Script,
+    retry: Script,
+    discard: Script,
 }
 
 impl Scripts {
@@ -186,6 +236,8 @@ impl Scripts {
             fail: script(FAIL),
             release: script(RELEASE),
             stats: script(STATS),
+            retry: script(RETRY),
+            discard: script(DISCARD),
         }
     }
 }
@@ -397,41 +449,123 @@ impl RedisStore {
 
     pub(super) async fn job(&self, id: JobId) -> anyhow::Result<Option<JobRecord>> {
         let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(format!("{}job:{id}", self.prefix))
+            .arg(self.job_key(id))
             .query_async(&mut self.conn.clone())
             .await
             .context("cannot read a job from Redis")?;
-        if fields.is_empty() {
-            return Ok(None);
+        record(id, &fields)
+    }
+
+    fn job_key(&self, id: JobId) -> String {
+        format!("{}job:{id}", self.prefix)
+    }
+
+    /// Reads the ids of the sets the filter can match, newest first, then
+    /// the jobs themselves in batches until the page is full. Ids are UUID
+    /// v7 strings, so their order is their creation order.
+    pub(super) async fn list(
+        &self,
+        filter: &JobFilter,
+        page: PageRequest,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Page<JobRecord>> {
+        let sets: &[&str] = match filter.state {
+            None => &["ready", "running", "dead"],
+            Some(JobState::Queued | JobState::Scheduled | JobState::Failed) => &["ready"],
+            Some(JobState::Running) => &["running"],
+            Some(JobState::Dead) => &["dead"],
+        };
+        let mut pipe = redis::pipe();
+        for set in sets {
+            pipe.cmd("ZRANGE")
+                .arg(format!("{}{set}", self.prefix))
+                .arg(0)
+                .arg(-1);
         }
-        let text = |name: &str| -> anyhow::Result<&str> {
-            fields
-                .get(name)
-                .map(String::as_str)
-                .with_context(|| format!("job {id} has no {name} field"))
+        let found: Vec<Vec<String>> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .context("cannot list jobs in Redis")?;
+        let after = page.after.map(|id| id.to_string());
+        let mut ids: Vec<String> = found
+            .into_iter()
+            .flatten()
+            .filter(|id| after.as_ref().is_none_or(|after| id < after))
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        let wanted = usize::try_from(page.limit)?.saturating_add(1);
+        let mut items = Vec::new();
+        for batch in ids.chunks(LIST_BATCH) {
+            let batch: Vec<JobId> = batch
+                .iter()
+                .map(|id| id.parse())
+                .collect::<Result<_, _>>()?;
+            let mut pipe = redis::pipe();
+            for id in &batch {
+                pipe.cmd("HGETALL").arg(self.job_key(*id));
+            }
+            let rows: Vec<HashMap<String, String>> = pipe
+                .query_async(&mut self.conn.clone())
+                .await
+                .context("cannot read jobs from Redis")?;
+            for (id, fields) in batch.into_iter().zip(rows) {
+                // Gone since the ids were read (completed or discarded).
+                if let Some(job) = record(id, &fields)?
+                    && filter.matches(&job, now)
+                {
+                    items.push(job);
+                }
+            }
+            if items.len() >= wanted {
+                break;
+            }
+        }
+        let next_cursor = if items.len() >= wanted {
+            items.truncate(wanted - 1);
+            items.last().map(|job| encode_cursor(job.id.into()))
+        } else {
+            None
         };
-        let optional = |name: &str| -> anyhow::Result<Option<&str>> {
-            text(name).map(|value| Some(value).filter(|v| !v.is_empty()))
-        };
-        let time =
-            |name: &str| -> anyhow::Result<DateTime<Utc>> { from_millis(text(name)?.parse()?) };
-        Ok(Some(JobRecord {
-            id,
-            kind: text("kind")?.to_owned(),
-            payload: serde_json::from_str(text("payload")?)?,
-            status: JobStatus::parse(text("status")?)?,
-            unique_key: optional("unique_key")?.map(str::to_owned),
-            attempts: text("attempts")?.parse()?,
-            max_attempts: text("max_attempts")?.parse()?,
-            run_at: time("run_at")?,
-            locked_until: optional("locked_until")?
-                .map(|ms| from_millis(ms.parse()?))
-                .transpose()?,
-            locked_by: optional("locked_by")?.map(str::to_owned),
-            last_error: optional("last_error")?.map(str::to_owned),
-            created_at: time("created_at")?,
-            updated_at: time("updated_at")?,
-        }))
+        Ok(Page { items, next_cursor })
+    }
+
+    pub(super) async fn retry(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Intervention> {
+        let mut invocation = self.call(&self.scripts.retry);
+        invocation.arg(id.to_string()).arg(now.timestamp_millis());
+        let outcome: String = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("cannot queue a job again in Redis")?;
+        Ok(match outcome.as_str() {
+            "ok" => Intervention::Done,
+            "missing" => Intervention::Missing,
+            "taken" => Intervention::KeyTaken,
+            _ => Intervention::Refused(
+                self.job(id)
+                    .await?
+                    .map_or(JobState::Queued, |job| job.state(now)),
+            ),
+        })
+    }
+
+    pub(super) async fn discard(&self, id: JobId) -> anyhow::Result<Intervention> {
+        let mut invocation = self.call(&self.scripts.discard);
+        invocation.arg(id.to_string());
+        let outcome: String = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("cannot discard a job in Redis")?;
+        match outcome.as_str() {
+            "ok" => Ok(Intervention::Done),
+            "missing" => Ok(Intervention::Missing),
+            "running" => Ok(Intervention::Refused(JobState::Running)),
+            other => anyhow::bail!("unexpected answer {other:?} from the discard script"),
+        }
     }
 
     pub(super) async fn stats(&self, now: DateTime<Utc>) -> anyhow::Result<QueueStats> {
@@ -448,6 +582,40 @@ impl RedisStore {
             dead,
         })
     }
+}
+
+/// A job from its hash; `None` when the hash is gone.
+fn record(id: JobId, fields: &HashMap<String, String>) -> anyhow::Result<Option<JobRecord>> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let text = |name: &str| -> anyhow::Result<&str> {
+        fields
+            .get(name)
+            .map(String::as_str)
+            .with_context(|| format!("job {id} has no {name} field"))
+    };
+    let optional = |name: &str| -> anyhow::Result<Option<&str>> {
+        text(name).map(|value| Some(value).filter(|v| !v.is_empty()))
+    };
+    let time = |name: &str| -> anyhow::Result<DateTime<Utc>> { from_millis(text(name)?.parse()?) };
+    Ok(Some(JobRecord {
+        id,
+        kind: text("kind")?.to_owned(),
+        payload: serde_json::from_str(text("payload")?)?,
+        status: JobStatus::parse(text("status")?)?,
+        unique_key: optional("unique_key")?.map(str::to_owned),
+        attempts: text("attempts")?.parse()?,
+        max_attempts: text("max_attempts")?.parse()?,
+        run_at: time("run_at")?,
+        locked_until: optional("locked_until")?
+            .map(|ms| from_millis(ms.parse()?))
+            .transpose()?,
+        locked_by: optional("locked_by")?.map(str::to_owned),
+        last_error: optional("last_error")?.map(str::to_owned),
+        created_at: time("created_at")?,
+        updated_at: time("updated_at")?,
+    }))
 }
 
 /// When a job is due, in milliseconds since the epoch. A future time is

@@ -1,6 +1,9 @@
 //! The texts of the platform's emails, in the recipient's language.
 
+use chrono::{DateTime, Utc};
+
 use crate::mail::Email;
+use crate::modules::notifications::Notice;
 
 fn french(locale: &str) -> bool {
     locale == "fr"
@@ -99,9 +102,232 @@ pub fn ticket_reply(to: &str, name: &str, locale: &str, reply: TicketReply<'_>) 
     }
 }
 
+/// What a notice says, in one language: the in-app title and body, and the
+/// email's subject and text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoticeTexts {
+    pub title: String,
+    pub body: String,
+    pub subject: String,
+    pub email_body: String,
+}
+
+/// `12.50 EUR`: minor units shown with the currency's decimals.
+pub fn money(minor: i64, currency: &str) -> String {
+    // ISO 4217 currencies without minor units that a VM host may bill in.
+    const WHOLE: [&str; 4] = ["JPY", "KRW", "ISK", "CLP"];
+    if WHOLE.contains(&currency) {
+        return format!("{minor} {currency}");
+    }
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    format!("{sign}{}.{:02} {currency}", abs / 100, abs % 100)
+}
+
+fn day(at: DateTime<Utc>, french: bool) -> String {
+    if french {
+        at.format("%d/%m/%Y à %H:%M UTC").to_string()
+    } else {
+        at.format("%Y-%m-%d at %H:%M UTC").to_string()
+    }
+}
+
+/// The texts of `notice` for a user named `name` who reads `locale`.
+pub fn notice(notice: &Notice, name: &str, locale: &str) -> NoticeTexts {
+    let fr = french(locale);
+    let (title, body) = match notice {
+        Notice::InstanceReady {
+            name: instance,
+            ssh_command,
+            ..
+        } => {
+            let reach = ssh_command.as_deref().map_or_else(String::new, |command| {
+                if fr {
+                    format!(" Connectez-vous avec : {command}")
+                } else {
+                    format!(" Connect with: {command}")
+                }
+            });
+            if fr {
+                (
+                    format!("{instance} est prête"),
+                    format!("Votre instance {instance} fonctionne.{reach}"),
+                )
+            } else {
+                (
+                    format!("{instance} is ready"),
+                    format!("Your instance {instance} is running.{reach}"),
+                )
+            }
+        }
+        Notice::InstanceFailed {
+            name: instance,
+            reason,
+            ..
+        } => {
+            if fr {
+                (
+                    format!("La création de {instance} a échoué"),
+                    format!(
+                        "Votre instance {instance} n'a pas pu être créée : {reason}. Vous pouvez \
+                         relancer la création depuis la console ou contacter le support."
+                    ),
+                )
+            } else {
+                (
+                    format!("{instance} could not be created"),
+                    format!(
+                        "Your instance {instance} could not be created: {reason}. You can retry \
+                         from the console or contact support."
+                    ),
+                )
+            }
+        }
+        Notice::InvoiceIssued {
+            number,
+            total_minor,
+            currency,
+            ..
+        } => {
+            let total = money(*total_minor, currency);
+            if fr {
+                (
+                    format!("Facture {number}"),
+                    format!("Votre facture {number} d'un montant de {total} est disponible."),
+                )
+            } else {
+                (
+                    format!("Invoice {number}"),
+                    format!("Your invoice {number} for {total} is available."),
+                )
+            }
+        }
+        Notice::PaymentFailed {
+            amount_minor,
+            currency,
+            reason,
+            ..
+        } => {
+            let amount = money(*amount_minor, currency);
+            if fr {
+                (
+                    "Échec du paiement".to_owned(),
+                    format!(
+                        "Le paiement de {amount} a échoué : {reason}. Mettez à jour votre moyen \
+                         de paiement pour éviter la suspension de vos services."
+                    ),
+                )
+            } else {
+                (
+                    "Payment failed".to_owned(),
+                    format!(
+                        "The payment of {amount} failed: {reason}. Update your payment method \
+                         to keep your services running."
+                    ),
+                )
+            }
+        }
+        Notice::SuspensionWarning {
+            suspend_at,
+            amount_due_minor,
+            currency,
+        } => {
+            let due = money(*amount_due_minor, currency);
+            let when = day(*suspend_at, fr);
+            if fr {
+                (
+                    "Suspension prochaine de votre compte".to_owned(),
+                    format!(
+                        "Votre compte présente un solde dû de {due}. Sans règlement, vos services \
+                         seront suspendus le {when}."
+                    ),
+                )
+            } else {
+                (
+                    "Your account will be suspended".to_owned(),
+                    format!(
+                        "Your account has {due} due. Unless it is paid, your services will be \
+                         suspended on {when}."
+                    ),
+                )
+            }
+        }
+        Notice::Suspended { reason } => {
+            if fr {
+                (
+                    "Votre compte est suspendu".to_owned(),
+                    format!(
+                        "Vos services sont suspendus : {reason}. Contactez le support ou réglez \
+                         le solde dû pour les rétablir."
+                    ),
+                )
+            } else {
+                (
+                    "Your account is suspended".to_owned(),
+                    format!(
+                        "Your services are suspended: {reason}. Contact support or pay the \
+                         amount due to restore them."
+                    ),
+                )
+            }
+        }
+        Notice::TerminationWarning { terminate_at } => {
+            let when = day(*terminate_at, fr);
+            if fr {
+                (
+                    "Suppression prochaine de vos services".to_owned(),
+                    format!(
+                        "Vos services suspendus et leurs données seront supprimés définitivement \
+                         le {when}, sauf règlement d'ici là."
+                    ),
+                )
+            } else {
+                (
+                    "Your services will be terminated".to_owned(),
+                    format!(
+                        "Your suspended services and their data will be deleted for good on \
+                         {when} unless the account is settled by then."
+                    ),
+                )
+            }
+        }
+        Notice::TicketReply { subject, .. } => {
+            if fr {
+                (
+                    format!("Nouvelle réponse : {subject}"),
+                    format!("Une nouvelle réponse a été ajoutée au ticket « {subject} »."),
+                )
+            } else {
+                (
+                    format!("New reply: {subject}"),
+                    format!("There is a new reply on the ticket \"{subject}\"."),
+                )
+            }
+        }
+    };
+    let footer = match (notice.topic().is_mandatory(), fr) {
+        (true, true) => "Ce message concerne votre compte et ne peut pas être désactivé.",
+        (true, false) => "This message is about your account and cannot be turned off.",
+        (false, true) => {
+            "Vous pouvez désactiver ces emails dans les préférences de notification de votre compte."
+        }
+        (false, false) => {
+            "You can turn these emails off in your account's notification preferences."
+        }
+    };
+    let greeting = if fr { "Bonjour" } else { "Hello" };
+    NoticeTexts {
+        email_body: format!("{greeting} {name},\n\n{body}\n\n--\n{footer}\n"),
+        subject: title.clone(),
+        title,
+        body,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::InstanceId;
 
     #[test]
     fn the_link_is_in_the_body_in_either_language() {
@@ -133,5 +359,37 @@ mod tests {
         }
         assert!(fr.body_text.contains("a répondu"));
         assert!(en.body_text.contains("replied"));
+    }
+
+    #[test]
+    fn money_shows_minor_units_with_the_currency() {
+        assert_eq!(money(1250, "EUR"), "12.50 EUR");
+        assert_eq!(money(5, "USD"), "0.05 USD");
+        assert_eq!(money(-199, "EUR"), "-1.99 EUR");
+        assert_eq!(money(1500, "JPY"), "1500 JPY");
+    }
+
+    #[test]
+    fn notices_follow_the_locale_and_say_whether_they_can_be_turned_off() {
+        let ready = Notice::InstanceReady {
+            instance_id: InstanceId::new(),
+            name: "web".to_owned(),
+            ssh_command: Some("ssh root@203.0.113.9".to_owned()),
+        };
+        let en = notice(&ready, "Ada", "en");
+        let fr = notice(&ready, "Ada", "fr");
+        assert_eq!(en.title, "web is ready");
+        assert_eq!(fr.title, "web est prête");
+        assert!(en.email_body.starts_with("Hello Ada,"));
+        assert!(fr.email_body.contains("ssh root@203.0.113.9"));
+        assert!(en.email_body.contains("turn these emails off"));
+        let suspended = notice(
+            &Notice::Suspended {
+                reason: "unpaid invoice".to_owned(),
+            },
+            "Ada",
+            "en",
+        );
+        assert!(suspended.email_body.contains("cannot be turned off"));
     }
 }

@@ -22,6 +22,13 @@ db_enum! {
     pub enum EmailKind {
         VerifyEmail,
         ResetPassword,
+        InstanceReady,
+        InstanceFailed,
+        InvoiceIssued,
+        PaymentFailed,
+        SuspensionWarning,
+        Suspension,
+        TerminationWarning,
         /// A new reply on a support ticket, to the other side.
         TicketReply,
     }

@@ -100,6 +100,7 @@ pub mod ip_address;
 pub mod job;
 pub mod node;
 pub mod notification;
+pub mod notification_opt_out;
 pub mod one_time_token;
 pub mod product;
 pub mod product_region;

@@ -20,6 +20,9 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub link: Option<String>,
     pub read_at: Option<DateTimeUtc>,
+    /// Makes a notice idempotent: a second one with the same key for the
+    /// same user is not written (unique per user).
+    pub dedupe_key: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

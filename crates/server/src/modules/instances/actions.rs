@@ -204,6 +204,13 @@ pub async fn request(
     actor.require_write()?;
     let db = &services.db;
     let row = visible(db, actor, id).await?;
+    // Support staff read customers' instances but do not act on them, as
+    // with consoles: a hosting company's support escalates to an admin.
+    if row.user_id != actor.user_id && !actor.is_admin() {
+        return Err(Error::Forbidden(
+            "Only the instance's owner and admins may act on it.".to_owned(),
+        ));
+    }
     if row.status == InstanceStatus::Suspended && !actor.is_staff() {
         return Err(Error::InvalidState {
             message: "This instance is suspended; contact support.".to_owned(),

@@ -10,11 +10,13 @@ use super::Services;
 use super::actions::ActionView;
 use crate::db::entities::instance::{self, InstanceStatus};
 use crate::db::entities::{instance_action, instance_metric};
-use crate::error::Result;
-use crate::ids::UserId;
+use crate::error::{Error, Result};
+use crate::ids::{InstanceId, UserId};
 use crate::modules::audit::{self, Event};
+use crate::modules::auth::Actor;
 use crate::modules::billing;
 use crate::modules::events::{self as live, Audience, EventType};
+use crate::modules::notifications::{self, Notice};
 
 /// Records that `row` is now in its status (having been in `from`), and
 /// moves its subscription along.
@@ -51,6 +53,49 @@ pub async fn status_changed(
     let event = live::Event::new(EventType::InstanceStatus, row.id, change);
     live::publish(&services.cache, audience(row), event).await;
     Ok(())
+}
+
+/// Tells the owner their instance is ready, with how to reach it. Once per
+/// instance: a provisioning retried after it succeeded says nothing more. A
+/// failure is logged, not returned: the instance runs whatever happens here.
+pub(super) async fn provisioned(services: &Services, id: InstanceId) {
+    if let Err(err) = notify_ready(services, id).await {
+        tracing::warn!(instance = %id, error = format!("{err:#}"), "cannot tell the owner the instance is ready");
+    }
+}
+
+async fn notify_ready(services: &Services, id: InstanceId) -> Result<()> {
+    let row = instance::Entity::find_by_id(id)
+        .one(services.db.writer())
+        .await?
+        .ok_or_else(|| Error::not_found("Instance"))?;
+    let owner = row.user_id;
+    let view = super::view_of(services, &Actor::platform(), row).await?;
+    let notice = Notice::InstanceReady {
+        instance_id: id,
+        name: view.name,
+        ssh_command: view.ssh.map(|ssh| ssh.command),
+    };
+    notify(services, owner, notice).await
+}
+
+/// Tells the owner provisioning failed and why. Once per instance, however
+/// many retries fail; a failure to tell is logged like [`provisioned`]'s.
+pub(super) async fn provisioning_failed(services: &Services, row: &instance::Model, reason: &str) {
+    let notice = Notice::InstanceFailed {
+        instance_id: row.id,
+        name: row.name.clone(),
+        reason: reason.to_owned(),
+    };
+    if let Err(err) = notify(services, row.user_id, notice).await {
+        tracing::warn!(instance = %row.id, error = format!("{err:#}"), "cannot tell the owner provisioning failed");
+    }
+}
+
+async fn notify(services: &Services, owner: UserId, notice: Notice) -> Result<()> {
+    notifications::notify(&services.db, &services.cache, &services.jobs, owner, notice)
+        .await
+        .map(drop)
 }
 
 /// The owner's connections and those watching the instance.

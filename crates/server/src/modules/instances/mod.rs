@@ -83,12 +83,14 @@ pub struct InstanceFilter {
     pub status: Option<InstanceStatus>,
     /// Region slug.
     pub region: Option<String>,
-    /// A part of the name or host name.
+    /// A part of the name, host name or IPv4 address.
     pub q: Option<String>,
     /// Staff only: one customer's instances.
     pub user_id: Option<crate::ids::UserId>,
     /// Staff only: the instances of one node.
     pub node_id: Option<NodeId>,
+    /// Plan slug or id.
+    pub plan: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -512,6 +514,75 @@ pub async fn list(
     filter: InstanceFilter,
     page: PageRequest,
 ) -> Result<Page<InstanceView>> {
+    let page = rows(services, actor, &filter, page).await?;
+    let views = views_of(services, actor, page.items).await?;
+    Ok(Page {
+        items: views,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// Who owns an instance, for staff.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OwnerRef {
+    pub id: crate::ids::UserId,
+    pub email: String,
+    pub name: String,
+}
+
+/// An instance as staff see it across customers: with its owner (and, in
+/// the instance, its node).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StaffInstanceView {
+    #[serde(flatten)]
+    pub instance: InstanceView,
+    pub owner: OwnerRef,
+}
+
+/// Every customer's instances, newest first, with their owners. Staff only.
+pub async fn list_all(
+    services: &Services,
+    actor: &Actor,
+    filter: InstanceFilter,
+    page: PageRequest,
+) -> Result<Page<StaffInstanceView>> {
+    actor.require_staff()?;
+    let page = rows(services, actor, &filter, page).await?;
+    let owners = by_ids::<user::Entity, _>(
+        services.db.reader(),
+        user::Column::Id,
+        page.items.iter().map(|row| row.user_id),
+        |u| u.id,
+    )
+    .await?;
+    let views = views_of(services, actor, page.items).await?;
+    let items = views
+        .into_iter()
+        .map(|instance| {
+            let owner = owners.get(&instance.user_id);
+            StaffInstanceView {
+                owner: OwnerRef {
+                    id: instance.user_id,
+                    email: owner.map(|u| u.email.clone()).unwrap_or_default(),
+                    name: owner.map(|u| u.name.clone()).unwrap_or_default(),
+                },
+                instance,
+            }
+        })
+        .collect();
+    Ok(Page {
+        items,
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// A page of the instances `filter` selects among those `actor` may see.
+async fn rows(
+    services: &Services,
+    actor: &Actor,
+    filter: &InstanceFilter,
+    page: PageRequest,
+) -> Result<Page<instance::Model>> {
     let db = &services.db;
     let mut scope = Condition::all().add(instance::Column::DeletedAt.is_null());
     if actor.is_staff() {
@@ -534,26 +605,32 @@ pub async fn list(
             .await?;
         scope = scope.add(instance::Column::RegionId.eq(region.map(|r| r.id)));
     }
+    if let Some(plan) = &filter.plan {
+        let plan = by_id_or_slug::<product::Entity, _>(
+            db,
+            plan,
+            product::Column::Id,
+            product::Column::Slug,
+        )
+        .await?;
+        scope = scope.add(instance::Column::ProductId.eq(plan.map(|p| p.id)));
+    }
     if let Some(text) = filter.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         scope = scope.add(
             Condition::any()
                 .add(instance::Column::Name.contains(text))
-                .add(instance::Column::Hostname.contains(text)),
+                .add(instance::Column::Hostname.contains(text))
+                .add(instance::Column::Ipv4.contains(text)),
         );
     }
-    let page = fetch_page(
+    Ok(fetch_page(
         db.reader(),
         instance::Entity::find().filter(scope),
         instance::Column::Id,
         page,
         |row| row.id.into(),
     )
-    .await?;
-    let views = views_of(services, actor, page.items).await?;
-    Ok(Page {
-        items: views,
-        next_cursor: page.next_cursor,
-    })
+    .await?)
 }
 
 pub async fn get(services: &Services, actor: &Actor, id: InstanceId) -> Result<InstanceView> {

@@ -61,10 +61,13 @@ pub(super) async fn provision(
     row: instance::Model,
 ) -> anyhow::Result<()> {
     match try_provision(runner, progress, &row).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            super::events::provisioned(&runner.services, row.id).await;
+            Ok(())
+        }
         Err(err) => {
             undo(runner, &row).await?;
-            super::run::set_status(
+            let failed = super::run::set_status(
                 runner,
                 row.id,
                 InstanceStatus::Error,
@@ -72,6 +75,8 @@ pub(super) async fn provision(
                 progress.actor(),
             )
             .await?;
+            super::events::provisioning_failed(&runner.services, &failed, &format!("{err:#}"))
+                .await;
             Err(err)
         }
     }
