@@ -144,6 +144,7 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/admin/billing/transactions", Staff),
         ("POST /api/v1/admin/billing/users/{id}/adjustments", Admin),
         ("GET /api/v1/admin/settings", Admin),
+        ("GET /api/v1/admin/audit-logs", Admin),
         ("GET /api/v1/admin/settings/{key}", Admin),
         ("PUT /api/v1/admin/settings/{key}", Admin),
         // Customers reach only their own tickets (tests/ownership.rs).

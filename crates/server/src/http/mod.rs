@@ -4,6 +4,7 @@
 //! limit.
 
 pub mod admin_addresses;
+pub mod admin_audit;
 pub mod admin_billing;
 pub mod admin_catalog;
 pub mod admin_instances;

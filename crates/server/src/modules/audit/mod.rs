@@ -1,6 +1,8 @@
 //! The audit log: an append-only record of security and administrative
 //! events. Nothing in the API can change or delete an entry.
 
+pub mod search;
+
 use sea_orm::ActiveModelTrait as _;
 use sea_orm::ActiveValue::Set;
 

@@ -48,8 +48,7 @@ impl Default for SupportSettings {
 
 impl settings::Setting for SupportSettings {
     const KEY: &'static str = "support";
-    const DESCRIPTION: &'static str =
-        "What may be attached to a ticket, and after how many silent days a resolved ticket closes.";
+    const DESCRIPTION: &'static str = "What may be attached to a ticket, and after how many silent days a resolved ticket closes.";
 
     fn check(&self) -> Result<()> {
         let mut fields = Vec::new();
