@@ -106,6 +106,11 @@ pub struct Config {
     /// The signing secret of the Stripe webhook endpoint (`whsec_…`);
     /// without it the webhook answers 503.
     pub stripe_webhook_secret: Option<SecretString>,
+    /// The secret API key (`sk_…`) Checkout Sessions and refunds are made
+    /// with; without it card payments answer 503 and manual payments remain.
+    pub stripe_secret_key: Option<SecretString>,
+    /// Where Stripe's REST API is reached; tests point it at a local server.
+    pub stripe_api_base: String,
     /// With it, `serve` seeds a demo catalog (`vmcloud serve --demo`): this
     /// guest image, and small plans in the local region.
     pub demo_image: Option<PathBuf>,
@@ -163,6 +168,7 @@ struct Defaults {
     reconcile_interval_secs: u64,
     metrics_interval_secs: u64,
     billing_accrual_interval_secs: u64,
+    stripe_api_base: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -195,6 +201,7 @@ const DEFAULTS: Defaults = Defaults {
     reconcile_interval_secs: 30,
     metrics_interval_secs: 10,
     billing_accrual_interval_secs: 300,
+    stripe_api_base: "https://api.stripe.com",
 };
 
 /// Unprefixed variables that deployment platforms conventionally set.
@@ -287,6 +294,11 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return invalid("public_url must start with http:// or https://".into());
+        }
+        if !(self.stripe_api_base.starts_with("http://")
+            || self.stripe_api_base.starts_with("https://"))
+        {
+            return invalid("stripe_api_base must start with http:// or https://".into());
         }
         for origin in &self.cors_allowed_origins {
             if origin == "*" || !(origin.starts_with("http://") || origin.starts_with("https://")) {

@@ -47,6 +47,10 @@ pub enum Error {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// A service we depend on (the payment provider, …) refused or failed;
+    /// the message says what it answered.
+    #[error("{0}")]
+    Upstream(String),
     /// An account limit is reached; `limit` is the limit.
     #[error("{message}")]
     QuotaExceeded { message: String, limit: u64 },

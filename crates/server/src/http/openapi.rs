@@ -159,12 +159,18 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(billing::transactions))
         .routes(routes!(billing::list_invoices))
         .routes(routes!(billing::get_invoice))
+        .routes(routes!(billing::top_up))
+        .routes(routes!(billing::pay_invoice))
+        .routes(routes!(billing::invoice_pdf))
         .routes(routes!(billing::stripe_webhook))
         .routes(routes!(admin_billing::transactions))
         .routes(routes!(admin_billing::adjust))
         .routes(routes!(admin_billing::list_invoices))
         .routes(routes!(admin_billing::issue_invoices))
         .routes(routes!(admin_billing::mark_paid))
+        .routes(routes!(admin_billing::refund))
+        .routes(routes!(admin_billing::void_invoice))
+        .routes(routes!(admin_billing::invoice_pdf))
         .routes(routes!(
             admin_billing::get_invoicing,
             admin_billing::update_invoicing

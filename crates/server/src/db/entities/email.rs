@@ -22,6 +22,7 @@ db_enum! {
     pub enum EmailKind {
         VerifyEmail,
         ResetPassword,
+        PaymentFailed,
     }
 }
 
