@@ -576,8 +576,13 @@ mod tests {
             let err = load_in(jail, None).expect_err("zero workers");
             assert!(err.to_string().contains("worker_concurrency"), "{err}");
             jail.set_env("VMCLOUD_WORKER_CONCURRENCY", "2");
+            jail.set_env("VMCLOUD_STRIPE_API_BASE", "api.stripe.com");
+            let err = load_in(jail, None).expect_err("no scheme");
+            assert!(err.to_string().contains("stripe_api_base"), "{err}");
+            jail.set_env("VMCLOUD_STRIPE_API_BASE", "http://127.0.0.1:12111");
 
             let config = load_in(jail, None).expect("valid again");
+            assert_eq!(config.stripe_api_base, "http://127.0.0.1:12111");
             assert_eq!(config.cors_allowed_origins, ["https://console.example.com"]);
             Ok(())
         });
@@ -588,10 +593,19 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("DATABASE_URL", "postgres://vm:hunter2hunter2@db/vmcloud");
             jail.set_env("REDIS_URL", "redis://:s3cr3t-redis@cache:6379");
+            jail.set_env("VMCLOUD_STRIPE_SECRET_KEY", "sk_live_n0tsh0wn");
             let config = load_in(jail, None).expect("valid");
+            assert_eq!(
+                config
+                    .stripe_secret_key
+                    .as_ref()
+                    .map(secrecy::ExposeSecret::expose_secret),
+                Some("sk_live_n0tsh0wn")
+            );
             let printed = format!("{config:?} {:?}", config.database());
             assert!(!printed.contains("hunter2"), "{printed}");
             assert!(!printed.contains("s3cr3t"), "{printed}");
+            assert!(!printed.contains("n0tsh0wn"), "{printed}");
             Ok(())
         });
     }
