@@ -131,6 +131,17 @@ impl From<sea_orm::DbErr> for Error {
     }
 }
 
+impl From<garde::Report> for Error {
+    fn from(report: garde::Report) -> Self {
+        Self::invalid(
+            report
+                .iter()
+                .map(|(path, error)| FieldError::new(path.to_string(), error.message().to_string()))
+                .collect(),
+        )
+    }
+}
+
 impl From<anyhow::Error> for Error {
     fn from(err: anyhow::Error) -> Self {
         Self::Internal(err)

@@ -33,6 +33,57 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
 ];
 
+/// Help texts of the process-wide metrics, which Prometheus shows and
+/// `promtool check metrics` requires.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "vmcloud_build_info",
+        "1, labelled with the running version."
+    );
+    describe_gauge!("vmcloud_db_pool_connections", "Open database connections.");
+    describe_gauge!(
+        "vmcloud_db_pool_idle_connections",
+        "Idle database connections."
+    );
+    describe_counter!(
+        "vmcloud_http_requests_total",
+        "HTTP requests by method, route and status."
+    );
+    describe_histogram!(
+        "vmcloud_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method and route."
+    );
+    describe_gauge!("vmcloud_jobs", "Jobs in the queue by status.");
+    describe_counter!("vmcloud_jobs_completed_total", "Jobs completed, by kind.");
+    describe_counter!(
+        "vmcloud_jobs_failed_total",
+        "Job attempts that failed, by kind."
+    );
+    describe_counter!(
+        "vmcloud_jobs_dead_total",
+        "Jobs that ran out of attempts, by kind."
+    );
+    describe_histogram!(
+        "vmcloud_job_duration_seconds",
+        Unit::Seconds,
+        "Job run time, by kind."
+    );
+    describe_counter!(
+        "vmcloud_emails_queued_total",
+        "Emails queued for delivery, by kind."
+    );
+    describe_counter!(
+        "vmcloud_instance_transitions_total",
+        "Instance status changes, by new status."
+    );
+    describe_counter!(
+        "vmcloud_unknown_vms_total",
+        "VMs found on a node that no instance owns."
+    );
+}
+
 /// The process-wide Prometheus recorder. The `metrics` facade allows one
 /// global recorder per process, so every server in the process (several in
 /// tests) shares it.
@@ -49,6 +100,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
+        describe();
         metrics::gauge!(
             "vmcloud_build_info",
             "version" => env!("CARGO_PKG_VERSION"),

@@ -1,6 +1,27 @@
 //! Field rules shared by several modules.
 
-use crate::error::FieldError;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, FieldError, Result};
+
+/// Reads `value` as a `T`; a value of the wrong shape is a 422 naming the
+/// field (`/a/b` style path, empty for the whole value).
+pub fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|err| shape_error(&err))
+}
+
+/// The 422 for a well-formed JSON value of the wrong shape. serde_json's
+/// " at line 1 column 9" means nothing to a client that sent a field, so it
+/// is cut.
+pub fn shape_error<E: std::fmt::Display>(err: &serde_path_to_error::Error<E>) -> Error {
+    let path = err.path().to_string();
+    let message = err.inner().to_string();
+    let message = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(head, _)| head);
+    let field = if path == "." { String::new() } else { path };
+    Error::invalid(vec![FieldError::new(field, message)])
+}
 
 /// Slugs appear in URLs and the CLI: lower-case letters, digits and inner
 /// dashes, 1 to 64 characters.

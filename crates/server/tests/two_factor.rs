@@ -399,7 +399,7 @@ async fn when_required_staff_must_enrol_before_using_staff_routes() {
         .await;
     let admin = app.session_for(&admin_id).await;
     let policy = app
-        .authed(Method::PUT, "/api/v1/admin/security", &admin)
+        .authed(Method::PUT, "/api/v1/admin/settings/security", &admin)
         .json(&json!({"require_2fa_for_staff": true}))
         .send()
         .await
@@ -444,7 +444,7 @@ async fn when_required_staff_must_enrol_before_using_staff_routes() {
     );
     // The admin, still without 2FA, is held to the same rule.
     assert_eq!(
-        app.status_of(Method::GET, "/api/v1/admin/security", &admin)
+        app.status_of(Method::GET, "/api/v1/admin/settings/security", &admin)
             .await,
         403
     );

@@ -13,9 +13,11 @@
 //! while it reconnects.
 
 mod memory;
+mod near;
 mod redis_backend;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -25,6 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use memory::{MAX_ENTRIES, SUBSCRIPTION_BUFFER};
+pub use near::{INVALIDATIONS, NEAR_TTL};
 
 /// The longest TTL accepted. Anything meant to live longer should not expire
 /// at all (`ttl: None`); a larger value is almost certainly a unit mistake.
@@ -35,6 +38,9 @@ pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 #[derive(Clone)]
 pub struct Cache {
     backend: Backend,
+    /// With Redis, this process' copy of the values read through
+    /// [`Cache::get_near`]; in-process the backend is already local.
+    near: Option<Arc<near::NearCache>>,
 }
 
 #[derive(Clone)]
@@ -59,17 +65,24 @@ impl Cache {
     /// one server; the in-process cache is private to this process and ignores
     /// it. Error messages name the server's address, never its credentials.
     pub async fn connect(redis_url: Option<&SecretString>, prefix: &str) -> anyhow::Result<Self> {
-        let backend = match redis_url {
-            Some(url) => Backend::Redis(redis_backend::RedisCache::connect(url, prefix).await?),
-            None => Backend::Memory(memory::MemoryCache::new()),
+        let Some(url) = redis_url else {
+            return Ok(Self::in_memory());
         };
-        Ok(Self { backend })
+        let redis = redis_backend::RedisCache::connect(url, prefix).await?;
+        let invalidations = Subscription {
+            inner: SubscriptionInner::Redis(redis.subscribe(INVALIDATIONS).await?),
+        };
+        Ok(Self {
+            backend: Backend::Redis(redis),
+            near: Some(Arc::new(near::NearCache::start(invalidations))),
+        })
     }
 
     /// A fresh in-process cache holding at most [`MAX_ENTRIES`] entries.
     pub fn in_memory() -> Self {
         Self {
             backend: Backend::Memory(memory::MemoryCache::new()),
+            near: None,
         }
     }
 
@@ -106,6 +119,34 @@ impl Cache {
             Backend::Memory(memory) => memory.set(key, value, ttl).await,
             Backend::Redis(redis) => redis.set(key, value, ttl).await,
         }
+    }
+
+    /// Like [`Cache::get`], answered from this process' copy when it has one
+    /// (kept at most [`NEAR_TTL`]). For values changed only through
+    /// [`Cache::invalidate_everywhere`].
+    pub async fn get_near(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(near) = &self.near else {
+            return self.get(key).await;
+        };
+        if let Some(value) = near.get(key).await {
+            return Ok(Some(value.as_ref().clone()));
+        }
+        let value = self.get(key).await?;
+        if let Some(value) = &value {
+            near.insert(key, value.clone()).await;
+        }
+        Ok(value)
+    }
+
+    /// Removes `key` from the backend and from the copy every process keeps
+    /// through [`Cache::get_near`], by publishing it on [`INVALIDATIONS`].
+    pub async fn invalidate_everywhere(&self, key: &str) -> anyhow::Result<()> {
+        self.delete(key).await?;
+        if let Some(near) = &self.near {
+            near.evict(key).await;
+            self.publish(INVALIDATIONS, key.as_bytes()).await?;
+        }
+        Ok(())
     }
 
     /// Removes `key`; returns whether a live entry was there.

@@ -20,9 +20,7 @@ use crate::modules::billing::invoices::{
 };
 use crate::modules::billing::ledger::{self, CreditAdjustment, TransactionFilter, TransactionView};
 use crate::modules::billing::pdf;
-use crate::modules::billing::policy::{self, BillingPolicy};
 use crate::modules::billing::refunds::{self, RefundRequest};
-use crate::modules::billing::tax::{self, InvoicingSettings};
 use crate::pagination::Page;
 
 /// Every account's transactions, newest first.
@@ -69,34 +67,6 @@ pub async fn adjust(
     Ok((StatusCode::CREATED, Json(booked)))
 }
 
-/// The billing policy: currencies, and whether stopped instances are charged.
-#[utoipa::path(get, path = "/admin/settings/billing", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = BillingPolicy), (status = 403, body = Problem, content_type = "application/problem+json")))]
-pub async fn get_policy(
-    State(state): State<AppState>,
-    Admin(_admin): Admin,
-) -> Result<Json<BillingPolicy>> {
-    Ok(Json(policy::get(&state.db, &state.cache).await?))
-}
-
-/// Change the billing policy.
-#[utoipa::path(put, path = "/admin/settings/billing", tag = "admin", security(("bearer" = [])),
-    request_body = BillingPolicy,
-    responses((status = 200, body = BillingPolicy), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-pub async fn update_policy(
-    State(state): State<AppState>,
-    Admin(actor): Admin,
-    client: ClientInfo,
-    ValidJson(body): ValidJson<BillingPolicy>,
-) -> Result<Json<BillingPolicy>> {
-    actor.require_admin()?;
-    policy::set(&state.db, &state.cache, &body, actor.user_id).await?;
-    let event = Event::new("settings.billing_changed")
-        .details(serde_json::to_value(&body).map_err(anyhow::Error::from)?);
-    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
-    Ok(Json(body))
-}
-
 /// Every account's invoices, newest first.
 #[utoipa::path(get, path = "/admin/billing/invoices", tag = "admin", security(("bearer" = [])),
     params(PageQuery, InvoiceFilter),
@@ -136,34 +106,6 @@ pub async fn issue_invoices(
         .details(serde_json::json!({"numbers": numbers}));
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok((StatusCode::CREATED, Json(issued)))
-}
-
-/// The seller's identity printed on invoices, the VAT table and the
-/// payment terms.
-#[utoipa::path(get, path = "/admin/settings/invoicing", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = InvoicingSettings), (status = 403, body = Problem, content_type = "application/problem+json")))]
-pub async fn get_invoicing(
-    State(state): State<AppState>,
-    Admin(_admin): Admin,
-) -> Result<Json<InvoicingSettings>> {
-    Ok(Json(tax::get(&state.db, &state.cache).await?))
-}
-
-/// Change the invoicing settings; invoices issued already keep theirs.
-#[utoipa::path(put, path = "/admin/settings/invoicing", tag = "admin", security(("bearer" = [])),
-    request_body = InvoicingSettings,
-    responses((status = 200, body = InvoicingSettings), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-pub async fn update_invoicing(
-    State(state): State<AppState>,
-    Admin(actor): Admin,
-    client: ClientInfo,
-    ValidJson(body): ValidJson<InvoicingSettings>,
-) -> Result<Json<InvoicingSettings>> {
-    tax::set(&state.db, &state.cache, &body, actor.user_id).await?;
-    let event = Event::new("settings.invoicing_changed")
-        .details(serde_json::to_value(&body).map_err(anyhow::Error::from)?);
-    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
-    Ok(Json(body))
 }
 
 /// Record that an open invoice was paid outside the platform (bank

@@ -49,7 +49,7 @@ pub async fn create(
     client: ClientInfo,
     ValidJson(body): ValidJson<NewNode>,
 ) -> Result<(StatusCode, Json<NodeView>)> {
-    let node = nodes::create(&state.db, &actor, body).await?;
+    let node = nodes::create(&state.db, &state.cache, &actor, body).await?;
     let event = Event::new("node.created").on("node", node.id);
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok((StatusCode::CREATED, Json(node)))

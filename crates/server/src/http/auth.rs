@@ -135,6 +135,7 @@ fn check_origin(headers: &HeaderMap, state: &AppState) -> Result<()> {
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created; a verification email is on its way", body = UserView),
+        (status = 403, description = "Registration is closed", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json"),
@@ -150,6 +151,7 @@ pub async fn register(
         &client.ip_string(),
     )
     .await?;
+    users::policy::require_open_registration(&state.db, &state.cache).await?;
     let user = users::create_user(
         &state.db,
         NewUser {

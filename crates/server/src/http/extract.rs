@@ -14,6 +14,7 @@ use crate::http::AppState;
 use crate::http::problem::Problem;
 use crate::http::request_id::RequestId;
 use crate::modules::audit;
+use crate::modules::auth::policy::SecurityPolicy;
 use crate::modules::auth::{Actor, Credential, access, revocation};
 use crate::modules::{api_tokens, settings, users};
 
@@ -181,14 +182,8 @@ async fn require_staff_second_factor(actor: &Actor, state: &AppState) -> Result<
     if actor.two_factor || actor.impersonator.is_some() {
         return Ok(());
     }
-    let required = settings::get(
-        &state.db,
-        &state.cache,
-        settings::REQUIRE_2FA_FOR_STAFF,
-        false,
-    )
-    .await?;
-    if required {
+    let policy = settings::load::<SecurityPolicy>(&state.db, &state.cache).await?;
+    if policy.require_2fa_for_staff {
         return Err(Error::TwoFactorEnrolmentRequired(
             "Turn on two-factor authentication for this account to use staff tools.".to_owned(),
         )

@@ -19,9 +19,13 @@ pub struct Health {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
+    /// `ready`, or `degraded` while some hypervisor nodes are unreachable:
+    /// the API still serves, so the process stays in the load balancer.
     pub status: &'static str,
     /// Each dependency and whether it answered: `ok` or `unavailable`.
     pub checks: serde_json::Map<String, serde_json::Value>,
+    /// The nodes whose last health check failed, by name.
+    pub degraded_nodes: Vec<String>,
 }
 
 /// The process is up and serving HTTP.
@@ -32,7 +36,8 @@ pub async fn healthz() -> Json<Health> {
 }
 
 /// The database and the cache answer; load balancers route traffic here only
-/// while this is 200.
+/// while this is 200. Unreachable hypervisor nodes make it `degraded`, not
+/// unready.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = Readiness),
@@ -56,9 +61,25 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Pr
         }
     }
     if failing.is_empty() {
+        let degraded_nodes =
+            match tokio::time::timeout(CHECK_TIMEOUT, crate::modules::nodes::offline(&state.db))
+                .await
+            {
+                Ok(Ok(names)) => names,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "cannot list offline nodes");
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
         return Ok(Json(Readiness {
-            status: "ready",
+            status: if degraded_nodes.is_empty() {
+                "ready"
+            } else {
+                "degraded"
+            },
             checks,
+            degraded_nodes,
         }));
     }
     Err(Problem::new(

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 
 use crate::error::{Error, Result};
 use crate::http::AppState;
-use crate::http::extract::{Admin, ClientInfo, CurrentUser};
+use crate::http::extract::{ClientInfo, CurrentUser};
 use crate::http::json::ValidJson;
 use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
@@ -15,7 +15,6 @@ use crate::ids::{InstanceActionId, InstanceId};
 use crate::modules::audit::{self, Event};
 use crate::modules::instances::actions::{self, ActionRequest, ActionView};
 use crate::modules::instances::metrics::{self, MetricSeries, MetricsRange};
-use crate::modules::instances::policy::{self, InstancePolicy};
 use crate::modules::instances::snapshots::{self, NewSnapshot, SnapshotView};
 use crate::modules::instances::{self, InstanceChanges, InstanceFilter, InstanceView, NewInstance};
 use crate::pagination::Page;
@@ -268,33 +267,4 @@ pub async fn delete_snapshot(
 ) -> Result<(StatusCode, Json<ActionView>)> {
     let action = snapshots::delete(&state.instances(), &actor, id, name).await?;
     accepted(&state, &client, &actor, "instance.action_requested", action).await
-}
-
-/// The instance policy: quota per account, placement strategy, and whether
-/// VMs that died are started again.
-#[utoipa::path(get, path = "/admin/settings/instances", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = InstancePolicy), (status = 403, body = Problem, content_type = "application/problem+json")))]
-pub async fn get_policy(
-    State(state): State<AppState>,
-    Admin(_admin): Admin,
-) -> Result<Json<InstancePolicy>> {
-    Ok(Json(policy::get(&state.db, &state.cache).await?))
-}
-
-/// Change the instance policy.
-#[utoipa::path(put, path = "/admin/settings/instances", tag = "admin", security(("bearer" = [])),
-    request_body = InstancePolicy,
-    responses((status = 200, body = InstancePolicy), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
-pub async fn update_policy(
-    State(state): State<AppState>,
-    Admin(actor): Admin,
-    client: ClientInfo,
-    ValidJson(body): ValidJson<InstancePolicy>,
-) -> Result<Json<InstancePolicy>> {
-    actor.require_admin()?;
-    policy::set(&state.db, &state.cache, &body, actor.user_id).await?;
-    let event = Event::new("settings.instances_changed")
-        .details(serde_json::to_value(&body).map_err(anyhow::Error::from)?);
-    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
-    Ok(Json(body))
 }

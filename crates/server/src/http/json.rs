@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 
-use crate::error::{Error, FieldError};
+use crate::error::Error;
 use crate::http::problem::Problem;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,7 +47,7 @@ where
         let value: T = parse(&bytes).map_err(|problem| *problem)?;
         value
             .validate()
-            .map_err(|report| Problem::from(Error::invalid(field_errors(&report))))?;
+            .map_err(|report| Problem::from(Error::from(report)))?;
         Ok(Self(value))
     }
 }
@@ -70,36 +70,14 @@ fn has_json_content_type(request: &Request) -> bool {
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Box<Problem>> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
+        if err.inner().is_syntax() || err.inner().is_eof() {
             return Box::new(Problem::new(
                 StatusCode::BAD_REQUEST,
-                format!("The request body is not valid JSON: {inner}."),
+                format!("The request body is not valid JSON: {}.", err.inner()),
             ));
         }
-        let message = strip_position(&inner.to_string());
-        let field = if path == "." { String::new() } else { path };
-        Box::new(Problem::from(Error::invalid(vec![FieldError::new(
-            field, message,
-        )])))
+        Box::new(Problem::from(crate::validation::shape_error(&err)))
     })
-}
-
-/// serde_json appends " at line 1 column 9", which means nothing to a client
-/// that sent a field.
-fn strip_position(message: &str) -> String {
-    message
-        .rsplit_once(" at line ")
-        .map_or(message, |(head, _)| head)
-        .to_owned()
-}
-
-pub(crate) fn field_errors(report: &garde::Report) -> Vec<FieldError> {
-    report
-        .iter()
-        .map(|(path, error)| FieldError::new(path.to_string(), error.message().to_string()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -138,7 +116,10 @@ mod tests {
     fn garde_reports_become_field_errors() {
         let value: Signup = parse(br#"{"email":"nope","seats":0}"#).expect("well-formed");
         let report = garde::Validate::validate(&value).expect_err("invalid");
-        let mut fields: Vec<_> = field_errors(&report).into_iter().map(|f| f.field).collect();
+        let Error::Validation { fields, .. } = Error::from(report) else {
+            panic!("a garde report is a validation error");
+        };
+        let mut fields: Vec<_> = fields.into_iter().map(|f| f.field).collect();
         fields.sort();
         assert_eq!(fields, ["email", "seats"]);
     }

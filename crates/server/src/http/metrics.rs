@@ -1,6 +1,7 @@
 //! Prometheus metrics: request counts and latencies per route, and, at each
-//! scrape, the database pool, the job queue depth and the latest usage of
-//! each instance this process samples.
+//! scrape, the database pool, the job queue depth, the latest usage of each
+//! instance this process samples, and the business and infrastructure
+//! figures of the database (see `crate::modules::monitoring`).
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::http::AppState;
+use crate::modules::monitoring;
 
 /// Middleware on matched routes; the route template (`/api/v1/users/{id}`)
 /// keeps label cardinality bounded.
@@ -57,5 +59,11 @@ pub async fn render(State(state): State<AppState>) -> Response {
     }
     let mut text = state.metrics.render();
     text.push_str(&state.instance_readings.render_prometheus());
+    let now = state.clock.now();
+    match tokio::time::timeout(Duration::from_secs(2), monitoring::figures(&state.db, now)).await {
+        Ok(Ok(figures)) => text.push_str(&monitoring::render(&figures, &state.config.data_dir)),
+        Ok(Err(err)) => tracing::warn!(error = %err, "business figures failed"),
+        Err(_) => tracing::warn!("business figures timed out"),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

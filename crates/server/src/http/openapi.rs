@@ -10,8 +10,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
     AppState, admin_addresses, admin_billing, admin_catalog, admin_nodes, admin_outbox,
-    admin_realtime, admin_security, admin_users, api_tokens, auth, billing, catalog, console,
-    health, instances, ssh_keys, two_factor, users,
+    admin_settings, admin_users, api_tokens, auth, billing, catalog, console, health, instances,
+    ssh_keys, two_factor, users,
 };
 
 #[derive(utoipa::OpenApi)]
@@ -91,7 +91,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_users::unsuspend))
         .routes(routes!(admin_users::impersonate))
         .routes(routes!(admin_users::reset_two_factor))
-        .routes(routes!(admin_security::get, admin_security::update))
+        .routes(routes!(admin_settings::list))
+        .routes(routes!(admin_settings::get, admin_settings::update))
         .routes(routes!(admin_outbox::list))
         .routes(routes!(catalog::products))
         .routes(routes!(catalog::regions))
@@ -149,11 +150,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(console::issue_console_ticket))
         .routes(routes!(console::serial_console))
         .routes(routes!(console::vnc_console))
-        .routes(routes!(instances::get_policy, instances::update_policy))
-        .routes(routes!(
-            admin_realtime::get_policy,
-            admin_realtime::update_policy
-        ))
         .routes(routes!(billing::balance))
         .routes(routes!(billing::usage))
         .routes(routes!(billing::transactions))
@@ -170,15 +166,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_billing::mark_paid))
         .routes(routes!(admin_billing::refund))
         .routes(routes!(admin_billing::void_invoice))
-        .routes(routes!(admin_billing::invoice_pdf))
-        .routes(routes!(
-            admin_billing::get_invoicing,
-            admin_billing::update_invoicing
-        ))
-        .routes(routes!(
-            admin_billing::get_policy,
-            admin_billing::update_policy
-        ));
+        .routes(routes!(admin_billing::invoice_pdf));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod billing;
 pub mod events;
 pub mod instances;
+pub mod monitoring;
 pub mod nodes;
 pub mod products;
 pub mod settings;

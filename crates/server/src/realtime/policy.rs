@@ -6,10 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::Cache;
 use crate::db::Database;
 use crate::error::Result;
-use crate::ids::UserId;
 use crate::modules::settings;
-
-const KEY: &str = "realtime.policy";
 
 #[derive(
     Clone, Debug, PartialEq, Eq, Serialize, Deserialize, garde::Validate, utoipa::ToSchema,
@@ -30,10 +27,12 @@ impl Default for RealtimePolicy {
     }
 }
 
-pub async fn get(db: &Database, cache: &Cache) -> Result<RealtimePolicy> {
-    settings::get(db, cache, KEY, RealtimePolicy::default()).await
+impl settings::Setting for RealtimePolicy {
+    const KEY: &'static str = "realtime";
+    const DESCRIPTION: &'static str =
+        "How many Socket.IO connections one account may hold on each replica.";
 }
 
-pub async fn set(db: &Database, cache: &Cache, policy: &RealtimePolicy, by: UserId) -> Result<()> {
-    settings::set(db, cache, KEY, policy, by).await
+pub async fn get(db: &Database, cache: &Cache) -> Result<RealtimePolicy> {
+    settings::load(db, cache).await
 }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod keys;
 pub mod login;
 pub mod one_time;
+pub mod policy;
 pub mod rate_limit;
 pub mod revocation;
 pub mod sessions;

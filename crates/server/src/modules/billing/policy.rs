@@ -6,10 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::Cache;
 use crate::db::Database;
 use crate::error::{Error, FieldError, Result};
-use crate::ids::UserId;
 use crate::modules::settings;
-
-const KEY: &str = "billing.policy";
 
 #[derive(
     Clone, Debug, PartialEq, Eq, Serialize, Deserialize, garde::Validate, utoipa::ToSchema,
@@ -45,6 +42,11 @@ impl BillingPolicy {
             )
         })
     }
+}
+
+impl settings::Setting for BillingPolicy {
+    const KEY: &'static str = "billing";
+    const DESCRIPTION: &'static str = "The currencies plans are priced in (the first is the default) and whether stopped instances are charged.";
 
     fn check(&self) -> Result<()> {
         let mut fields = Vec::new();
@@ -72,17 +74,13 @@ pub fn is_currency_code(code: &str) -> bool {
 }
 
 pub async fn get(db: &Database, cache: &Cache) -> Result<BillingPolicy> {
-    settings::get(db, cache, KEY, BillingPolicy::default()).await
-}
-
-pub async fn set(db: &Database, cache: &Cache, policy: &BillingPolicy, by: UserId) -> Result<()> {
-    policy.check()?;
-    settings::set(db, cache, KEY, policy, by).await
+    settings::load(db, cache).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::settings::Setting as _;
 
     #[test]
     fn currencies_are_iso_codes_the_policy_lists() {

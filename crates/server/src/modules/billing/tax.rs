@@ -11,10 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::Cache;
 use crate::db::Database;
 use crate::error::{Error, FieldError, Result};
-use crate::ids::UserId;
 use crate::modules::settings;
-
-const KEY: &str = "billing.invoicing";
 
 /// Printed on reverse-charge invoices.
 pub const REVERSE_CHARGE_MENTION: &str = "Reverse charge: VAT to be accounted for by the \
@@ -101,7 +98,11 @@ impl Default for InvoicingSettings {
     }
 }
 
-impl InvoicingSettings {
+impl settings::Setting for InvoicingSettings {
+    const KEY: &'static str = "invoicing";
+    const DESCRIPTION: &'static str =
+        "The seller printed on invoices, VAT rates per country and payment terms.";
+
     fn check(&self) -> Result<()> {
         let mut fields = Vec::new();
         if self.seller.name.trim().is_empty() {
@@ -193,22 +194,13 @@ pub fn tax_of(subtotal: i64, rate_basis_points: i32) -> i64 {
 }
 
 pub async fn get(db: &Database, cache: &Cache) -> Result<InvoicingSettings> {
-    settings::get(db, cache, KEY, InvoicingSettings::default()).await
-}
-
-pub async fn set(
-    db: &Database,
-    cache: &Cache,
-    value: &InvoicingSettings,
-    by: UserId,
-) -> Result<()> {
-    value.check()?;
-    settings::set(db, cache, KEY, value, by).await
+    settings::load(db, cache).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::settings::Setting as _;
 
     #[test]
     fn customers_pay_their_countrys_rate_and_the_sellers_when_unknown() {

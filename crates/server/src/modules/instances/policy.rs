@@ -6,11 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::cache::Cache;
 use crate::db::Database;
 use crate::error::Result;
-use crate::ids::UserId;
 use crate::modules::nodes::placement::Strategy;
 use crate::modules::settings;
-
-const KEY: &str = "instances.policy";
 
 #[derive(
     Clone, Debug, PartialEq, Eq, Serialize, Deserialize, garde::Validate, utoipa::ToSchema,
@@ -39,10 +36,11 @@ impl Default for InstancePolicy {
     }
 }
 
-pub async fn get(db: &Database, cache: &Cache) -> Result<InstancePolicy> {
-    settings::get(db, cache, KEY, InstancePolicy::default()).await
+impl settings::Setting for InstancePolicy {
+    const KEY: &'static str = "instances";
+    const DESCRIPTION: &'static str = "The instance quota per customer, how instances spread over nodes, and whether crashed VMs restart.";
 }
 
-pub async fn set(db: &Database, cache: &Cache, policy: &InstancePolicy, by: UserId) -> Result<()> {
-    settings::set(db, cache, KEY, policy, by).await
+pub async fn get(db: &Database, cache: &Cache) -> Result<InstancePolicy> {
+    settings::load(db, cache).await
 }

@@ -16,6 +16,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::cache::Cache;
 use crate::db::Database;
 use crate::db::entities::node::{self, NodeDriver, NodeStatus};
 use crate::db::entities::{instance, region};
@@ -23,6 +24,7 @@ use crate::error::{Error, FieldError, Result};
 use crate::ids::{NodeId, RegionId};
 use crate::modules::auth::Actor;
 use crate::modules::nodes::placement::{Candidate, Capacity};
+use crate::modules::settings;
 use crate::validation::check_name;
 
 /// How a node's instances reach the network.
@@ -109,7 +111,7 @@ pub struct NewNode {
     pub memory_mib: i64,
     #[garde(range(min = 1, max = 10_000_000))]
     pub disk_gib: i64,
-    /// Defaults to 100 (no overcommit).
+    /// Defaults to the `nodes` setting (100, no overcommit, unless changed).
     #[garde(range(min = 100, max = 1600))]
     pub cpu_overcommit_pct: Option<i32>,
     #[garde(range(min = 100, max = 400))]
@@ -242,6 +244,23 @@ fn view(row: node::Model, region: String, used: Usage) -> NodeView {
 
 pub async fn list(db: &Database, actor: &Actor) -> Result<Vec<NodeView>> {
     actor.require_staff()?;
+    all(db).await
+}
+
+/// The names of the nodes whose last health check failed.
+pub async fn offline(db: &Database) -> Result<Vec<String>> {
+    Ok(node::Entity::find()
+        .select_only()
+        .column(node::Column::Name)
+        .filter(node::Column::Status.eq(NodeStatus::Offline))
+        .order_by_asc(node::Column::Name)
+        .into_tuple()
+        .all(db.reader())
+        .await?)
+}
+
+/// Every node with its usage, for monitoring.
+pub async fn all(db: &Database) -> Result<Vec<NodeView>> {
     let rows = node::Entity::find()
         .find_also_related(region::Entity)
         .order_by_asc(node::Column::Name)
@@ -282,8 +301,46 @@ async fn region_by_slug(db: &Database, slug: &str) -> Result<region::Model> {
         .ok_or_else(|| Error::invalid(vec![FieldError::new("region", "is not a known region")]))
 }
 
-pub async fn create(db: &Database, actor: &Actor, new: NewNode) -> Result<NodeView> {
+/// The overcommit a node gets unless its admin sets its own, in percent of
+/// what is installed.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Serialize, Deserialize, garde::Validate, utoipa::ToSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDefaults {
+    #[garde(range(min = 100, max = 1600))]
+    pub cpu_overcommit_pct: i32,
+    #[garde(range(min = 100, max = 400))]
+    pub memory_overcommit_pct: i32,
+}
+
+impl Default for NodeDefaults {
+    fn default() -> Self {
+        Self {
+            cpu_overcommit_pct: 100,
+            memory_overcommit_pct: 100,
+        }
+    }
+}
+
+impl settings::Setting for NodeDefaults {
+    const KEY: &'static str = "nodes";
+    const DESCRIPTION: &'static str =
+        "The CPU and memory overcommit of new nodes, in percent of what is installed.";
+}
+
+pub async fn create(
+    db: &Database,
+    cache: &Cache,
+    actor: &Actor,
+    mut new: NewNode,
+) -> Result<NodeView> {
     actor.require_admin()?;
+    let defaults = settings::load::<NodeDefaults>(db, cache).await?;
+    new.cpu_overcommit_pct
+        .get_or_insert(defaults.cpu_overcommit_pct);
+    new.memory_overcommit_pct
+        .get_or_insert(defaults.memory_overcommit_pct);
     Error::check_fields(
         [check_name("name", &new.name), new.network.check()]
             .into_iter()

@@ -1,5 +1,13 @@
-//! Platform settings kept in the `settings` table, read through the cache so
-//! a hot path can consult them on every request.
+//! Platform settings kept in the `settings` table: typed values with
+//! defaults and validation ([`Setting`]), listed in one [`registry`] that
+//! admins read and change through `/api/v1/admin/settings`.
+//!
+//! Reads go through the cache so a hot path can consult a setting on every
+//! request. With Redis each process also keeps its own copy; a change evicts
+//! it in every replica over the cache's pub/sub (see
+//! [`Cache::invalidate_everywhere`]), so replicas see it at once.
+
+mod registry;
 
 use std::time::Duration;
 
@@ -15,8 +23,36 @@ use crate::db::entities::setting;
 use crate::error::Result;
 use crate::ids::UserId;
 
-/// Whether Support and Admin accounts must use two-factor authentication.
-pub const REQUIRE_2FA_FOR_STAFF: &str = "security.require_2fa_for_staff";
+pub use registry::{SettingView, list, read, registry, write};
+
+/// A typed setting: its key, its default (`Default`) and its rules (the
+/// `garde` attributes and [`Setting::check`]).
+pub trait Setting:
+    Serialize + DeserializeOwned + Default + garde::Validate<Context = ()> + Send + Sync + 'static
+{
+    /// The key in the `settings` table and in the admin API
+    /// (`/api/v1/admin/settings/{key}`).
+    const KEY: &'static str;
+    /// What it governs, for the admin console.
+    const DESCRIPTION: &'static str;
+
+    /// Rules that span fields, beyond the `garde` attributes.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The current value of `S`, or its default when never set.
+pub async fn load<S: Setting>(db: &Database, cache: &Cache) -> Result<S> {
+    get(db, cache, S::KEY, S::default()).await
+}
+
+/// Validates and stores a new value of `S`; 422 naming the bad fields.
+pub async fn store<S: Setting>(db: &Database, cache: &Cache, value: &S, by: UserId) -> Result<()> {
+    value.validate()?;
+    value.check()?;
+    set(db, cache, S::KEY, value, by).await
+}
 
 /// Every replica re-reads a setting at least this often; a change made
 /// through [`set`] is seen at once by the replica that made it and by
@@ -33,7 +69,9 @@ pub async fn get<T>(db: &Database, cache: &Cache, key: &str, default: T) -> Resu
 where
     T: Serialize + DeserializeOwned,
 {
-    if let Some(value) = cache.get_json::<T>(&cache_key(key)).await? {
+    if let Some(bytes) = cache.get_near(&cache_key(key)).await?
+        && let Ok(value) = serde_json::from_slice(&bytes)
+    {
         return Ok(value);
     }
     let value = setting::Entity::find_by_id(key.to_owned())
@@ -73,6 +111,6 @@ pub async fn set<T: Serialize>(
     )
     .exec(db.writer())
     .await?;
-    cache.delete(&cache_key(key)).await?;
+    cache.invalidate_everywhere(&cache_key(key)).await?;
     Ok(())
 }

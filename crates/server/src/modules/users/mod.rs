@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod flows;
 pub mod password;
+pub mod policy;
 pub mod views;
 
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set};
