@@ -106,6 +106,11 @@ pub struct Config {
     /// The signing secret of the Stripe webhook endpoint (`whsec_…`);
     /// without it the webhook answers 503.
     pub stripe_webhook_secret: Option<SecretString>,
+    /// The secret API key (`sk_…`) Checkout Sessions and refunds are made
+    /// with; without it card payments answer 503 and manual payments remain.
+    pub stripe_secret_key: Option<SecretString>,
+    /// Where Stripe's REST API is reached; tests point it at a local server.
+    pub stripe_api_base: String,
     /// With it, `serve` seeds a demo catalog (`vmcloud serve --demo`): this
     /// guest image, and small plans in the local region.
     pub demo_image: Option<PathBuf>,
@@ -163,6 +168,7 @@ struct Defaults {
     reconcile_interval_secs: u64,
     metrics_interval_secs: u64,
     billing_accrual_interval_secs: u64,
+    stripe_api_base: &'static str,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -195,6 +201,7 @@ const DEFAULTS: Defaults = Defaults {
     reconcile_interval_secs: 30,
     metrics_interval_secs: 10,
     billing_accrual_interval_secs: 300,
+    stripe_api_base: "https://api.stripe.com",
 };
 
 /// Unprefixed variables that deployment platforms conventionally set.
@@ -287,6 +294,11 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return invalid("public_url must start with http:// or https://".into());
+        }
+        if !(self.stripe_api_base.starts_with("http://")
+            || self.stripe_api_base.starts_with("https://"))
+        {
+            return invalid("stripe_api_base must start with http:// or https://".into());
         }
         for origin in &self.cors_allowed_origins {
             if origin == "*" || !(origin.starts_with("http://") || origin.starts_with("https://")) {
@@ -564,8 +576,13 @@ mod tests {
             let err = load_in(jail, None).expect_err("zero workers");
             assert!(err.to_string().contains("worker_concurrency"), "{err}");
             jail.set_env("VMCLOUD_WORKER_CONCURRENCY", "2");
+            jail.set_env("VMCLOUD_STRIPE_API_BASE", "api.stripe.com");
+            let err = load_in(jail, None).expect_err("no scheme");
+            assert!(err.to_string().contains("stripe_api_base"), "{err}");
+            jail.set_env("VMCLOUD_STRIPE_API_BASE", "http://127.0.0.1:12111");
 
             let config = load_in(jail, None).expect("valid again");
+            assert_eq!(config.stripe_api_base, "http://127.0.0.1:12111");
             assert_eq!(config.cors_allowed_origins, ["https://console.example.com"]);
             Ok(())
         });
@@ -576,10 +593,19 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("DATABASE_URL", "postgres://vm:hunter2hunter2@db/vmcloud");
             jail.set_env("REDIS_URL", "redis://:s3cr3t-redis@cache:6379");
+            jail.set_env("VMCLOUD_STRIPE_SECRET_KEY", "sk_live_n0tsh0wn");
             let config = load_in(jail, None).expect("valid");
+            assert_eq!(
+                config
+                    .stripe_secret_key
+                    .as_ref()
+                    .map(secrecy::ExposeSecret::expose_secret),
+                Some("sk_live_n0tsh0wn")
+            );
             let printed = format!("{config:?} {:?}", config.database());
             assert!(!printed.contains("hunter2"), "{printed}");
             assert!(!printed.contains("s3cr3t"), "{printed}");
+            assert!(!printed.contains("n0tsh0wn"), "{printed}");
             Ok(())
         });
     }

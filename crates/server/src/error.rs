@@ -53,6 +53,10 @@ pub enum Error {
     /// An upload's content is not of a type accepted here.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A service we depend on (the payment provider, …) refused or failed;
+    /// the message says what it answered.
+    #[error("{0}")]
+    Upstream(String),
     /// An account limit is reached; `limit` is the limit.
     #[error("{message}")]
     QuotaExceeded { message: String, limit: u64 },

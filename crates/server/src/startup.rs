@@ -16,6 +16,7 @@ use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::billing::stripe_client::StripeClient;
 use crate::modules::instances::console::SerialHubs;
 use crate::modules::instances::metrics::{LatestReadings, Sampler};
 use crate::modules::instances::queue::{self, RunSettings, Runner};
@@ -105,6 +106,13 @@ impl Application {
                 "no SMTP server configured: emails go to the log and the outbox (GET /api/v1/admin/outbox)"
             );
         }
+        let payments = match &config.stripe_secret_key {
+            Some(key) => Some(
+                Arc::new(StripeClient::new(&config.stripe_api_base, key.clone())?)
+                    as billing::payments::SharedProvider,
+            ),
+            None => None,
+        };
         let user_views_cache = cache.clone();
         let config_accel = config.qemu_accel;
         Ok(Self {
@@ -123,6 +131,7 @@ impl Application {
                 serial_hubs: SerialHubs::default(),
                 instance_readings: LatestReadings::default(),
                 clock,
+                payments,
             },
         })
     }

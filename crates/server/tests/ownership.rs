@@ -218,3 +218,55 @@ async fn notifications_of_another_customer_are_not_found() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn invoices_of_another_customer_are_not_found() {
+    use sea_orm::ActiveModelTrait as _;
+    use sea_orm::ActiveValue::Set;
+    use vmcloud_server::db::entities::invoice;
+
+    let app = TestApp::spawn().await;
+    let (ada, bob) = two_customers(&app).await;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+        .expect("date")
+        .to_utc();
+    let issued = invoice::ActiveModel {
+        user_id: Set(ada.user_id.parse().expect("id")),
+        number: Set(Some("2026-000001".to_owned())),
+        status: Set(invoice::InvoiceStatus::Open),
+        currency: Set("EUR".to_owned()),
+        subtotal_minor: Set(1000),
+        tax_minor: Set(200),
+        total_minor: Set(1200),
+        tax_rate_basis_points: Set(2000),
+        reverse_charge: Set(false),
+        period_start: Set(start),
+        period_end: Set(start + chrono::Duration::days(31)),
+        issued_at: Set(Some(start + chrono::Duration::days(31))),
+        billing_snapshot: Set(json!({"seller": {"name": "VMCloud"}, "customer": {"name": "Ada"}})),
+        ..Default::default()
+    }
+    .insert(app.state.db.writer())
+    .await
+    .expect("an invoice of Ada");
+    let path = format!("/api/v1/billing/invoices/{}", issued.id);
+    for (method, path) in [
+        (Method::GET, path.clone()),
+        (Method::GET, format!("{path}/pdf")),
+        (Method::POST, format!("{path}/pay")),
+    ] {
+        assert_eq!(
+            status(&app, method.clone(), &path, &bob).await,
+            404,
+            "{method} {path}"
+        );
+    }
+    let bobs: serde_json::Value = app
+        .fetch_json(Method::GET, "/api/v1/billing/invoices", &bob)
+        .await;
+    assert_eq!(bobs["items"], json!([]));
+    for path in [path.clone(), format!("{path}/pdf")] {
+        assert_eq!(app.status_of(Method::GET, &path, &ada).await, 200, "{path}");
+    }
+    app.stop().await;
+}

@@ -138,6 +138,12 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         // Authenticated by Stripe's signature (tests/billing.rs).
         ("POST /api/v1/webhooks/stripe", Public),
         ("GET /api/v1/billing/invoices/{id}", Account),
+        ("GET /api/v1/billing/invoices/{id}/pdf", Account),
+        ("POST /api/v1/billing/invoices/{id}/pay", Account),
+        ("POST /api/v1/billing/top-ups", Account),
+        ("GET /api/v1/admin/billing/invoices/{id}/pdf", Staff),
+        ("POST /api/v1/admin/billing/invoices/{id}/void", Admin),
+        ("POST /api/v1/admin/billing/refunds", Admin),
         ("GET /api/v1/admin/billing/invoices", Staff),
         ("POST /api/v1/admin/billing/users/{id}/invoices", Admin),
         ("POST /api/v1/admin/billing/invoices/{id}/payments", Admin),

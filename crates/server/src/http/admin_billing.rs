@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 
 use crate::error::Result;
 use crate::http::AppState;
+use crate::http::billing::PdfFile;
 use crate::http::extract::{Admin, ClientInfo, Staff};
 use crate::http::json::ValidJson;
 use crate::http::pagination::{PageQuery, Pagination};
@@ -18,6 +19,8 @@ use crate::modules::billing::invoices::{
     self, InvoiceFilter, InvoiceRequest, InvoiceView, ManualPayment,
 };
 use crate::modules::billing::ledger::{self, CreditAdjustment, TransactionFilter, TransactionView};
+use crate::modules::billing::pdf;
+use crate::modules::billing::refunds::{self, RefundRequest};
 use crate::pagination::Page;
 
 /// Every account's transactions, newest first.
@@ -127,4 +130,79 @@ pub async fn mark_paid(
         .details(serde_json::json!({"number": paid.number, "reference": body.reference}));
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok(Json(paid))
+}
+
+/// Refund part or all of a payment or top-up: through the payment provider
+/// for a card payment, booked directly for a manual one. Never more than
+/// what is left of the payment (422). Audited.
+#[utoipa::path(post, path = "/admin/billing/refunds", tag = "admin", security(("bearer" = [])),
+    request_body = RefundRequest,
+    responses(
+        (status = 201, body = TransactionView),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The payment provider refused", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The payment's provider is not configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn refund(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<RefundRequest>,
+) -> Result<(StatusCode, Json<TransactionView>)> {
+    let booked = refunds::refund(&state.billing(), &actor, &body).await?;
+    let event = Event::new("billing.refunded")
+        .on("user", booked.user_id)
+        .details(serde_json::json!({
+            "transaction_id": booked.id,
+            "payment_id": body.transaction_id,
+            "amount_minor": body.amount_minor,
+            "currency": booked.currency,
+            "reason": body.reason.trim(),
+        }));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok((StatusCode::CREATED, Json(booked)))
+}
+
+/// Void an open invoice: what it debited is credited back. A paid invoice
+/// is refunded instead (409). Audited.
+#[utoipa::path(post, path = "/admin/billing/invoices/{id}/void", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, body = InvoiceView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not open (`state`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn void_invoice(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    Path(id): Path<InvoiceId>,
+) -> Result<Json<InvoiceView>> {
+    let voided = invoices::void(&state.billing(), &actor, id).await?;
+    let event = Event::new("billing.invoice_voided")
+        .on("invoice", id)
+        .details(serde_json::json!({
+            "number": voided.number,
+            "user_id": voided.user_id,
+            "total_minor": voided.total_minor,
+            "currency": voided.currency,
+        }));
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(Json(voided))
+}
+
+/// Any account's invoice as a PDF. A draft has none (409).
+#[utoipa::path(get, path = "/admin/billing/invoices/{id}/pdf", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The invoice", content_type = "application/pdf", body = PdfFile),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A draft", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn invoice_pdf(
+    State(state): State<AppState>,
+    Staff(actor): Staff,
+    Path(id): Path<InvoiceId>,
+) -> Result<PdfFile> {
+    Ok(PdfFile(pdf::any(&state.billing(), &actor, id).await?))
 }

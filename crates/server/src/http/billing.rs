@@ -6,17 +6,21 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
 
 use crate::error::Result;
 use crate::http::AppState;
 use crate::http::extract::CurrentUser;
+use crate::http::json::ValidJson;
 use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
 use crate::ids::InvoiceId;
 use crate::modules::billing::invoices::{self, InvoiceDetail, InvoiceView};
 use crate::modules::billing::ledger::{self, Balance, KindFilter, TransactionView};
+use crate::modules::billing::payments::{self, Checkout, TopUpRequest};
+use crate::modules::billing::pdf::{self, InvoicePdf};
 use crate::modules::billing::stripe;
 use crate::modules::billing::usage::{self, UsageReport};
 use crate::pagination::Page;
@@ -83,6 +87,84 @@ pub async fn get_invoice(
     Path(id): Path<InvoiceId>,
 ) -> Result<Json<InvoiceDetail>> {
     Ok(Json(invoices::get(&state.billing(), &actor, id).await?))
+}
+
+/// Open a card payment page that credits the account with the amount once
+/// paid. 503 when card payments are not configured.
+#[utoipa::path(post, path = "/billing/top-ups", tag = "billing", security(("bearer" = [])),
+    request_body = TopUpRequest,
+    responses(
+        (status = 201, body = Checkout),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The payment provider refused", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Payments are not configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn top_up(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    ValidJson(body): ValidJson<TopUpRequest>,
+) -> Result<(StatusCode, Json<Checkout>)> {
+    let checkout =
+        payments::top_up(&state.billing(), &actor, &body, &state.config.public_url()).await?;
+    Ok((StatusCode::CREATED, Json(checkout)))
+}
+
+/// Open a card payment page for the total of one of the account's open
+/// invoices; the invoice is paid when the provider reports the payment.
+#[utoipa::path(post, path = "/billing/invoices/{id}/pay", tag = "billing", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 201, body = Checkout),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Paid or void already (`state`)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The payment provider refused", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Payments are not configured", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn pay_invoice(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    Path(id): Path<InvoiceId>,
+) -> Result<(StatusCode, Json<Checkout>)> {
+    let checkout =
+        payments::pay_invoice(&state.billing(), &actor, id, &state.config.public_url()).await?;
+    Ok((StatusCode::CREATED, Json(checkout)))
+}
+
+/// One of the account's invoices as a PDF. A draft has none (409).
+#[utoipa::path(get, path = "/billing/invoices/{id}/pdf", tag = "billing", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The invoice", content_type = "application/pdf", body = PdfFile),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A draft", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn invoice_pdf(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    Path(id): Path<InvoiceId>,
+) -> Result<PdfFile> {
+    Ok(PdfFile(pdf::own(&state.billing(), &actor, id).await?))
+}
+
+/// A PDF answer: shown inline by browsers, saved under its own name.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct PdfFile(pub InvoicePdf);
+
+impl IntoResponse for PdfFile {
+    fn into_response(self) -> Response {
+        (
+            [
+                (header::CONTENT_TYPE, "application/pdf".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("inline; filename=\"{}\"", self.0.file_name),
+                ),
+            ],
+            self.0.bytes,
+        )
+            .into_response()
+    }
 }
 
 /// Stripe's webhook: verified by its `Stripe-Signature` (400 when it does

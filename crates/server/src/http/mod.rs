@@ -80,6 +80,8 @@ pub struct AppState {
     pub instance_readings: LatestReadings,
     /// The system clock, or a settable one in tests.
     pub clock: SharedClock,
+    /// The card payment provider, when one is configured.
+    pub payments: Option<crate::modules::billing::payments::SharedProvider>,
 }
 
 impl AppState {
@@ -102,6 +104,8 @@ impl AppState {
             db: self.db.clone(),
             cache: self.cache.clone(),
             clock: self.clock.clone(),
+            jobs: self.jobs.clone(),
+            payments: self.payments.clone(),
         }
     }
 

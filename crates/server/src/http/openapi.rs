@@ -174,6 +174,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(billing::transactions))
         .routes(routes!(billing::list_invoices))
         .routes(routes!(billing::get_invoice))
+        .routes(routes!(billing::top_up))
+        .routes(routes!(billing::pay_invoice))
+        .routes(routes!(billing::invoice_pdf))
         .routes(routes!(billing::stripe_webhook))
         .routes(routes!(admin_billing::transactions))
         .routes(routes!(admin_billing::adjust))
@@ -186,7 +189,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(attachment_body_limit(routes!(tickets::upload_attachment)))
         .routes(routes!(tickets::download_attachment))
         .routes(routes!(tickets::assign))
-        .routes(routes!(tickets::change_status));
+        .routes(routes!(tickets::change_status))
+        .routes(routes!(admin_billing::refund))
+        .routes(routes!(admin_billing::void_invoice))
+        .routes(routes!(admin_billing::invoice_pdf));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

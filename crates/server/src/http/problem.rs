@@ -90,6 +90,7 @@ fn kind_and_title(status: StatusCode) -> (&'static str, &'static str) {
         }
         StatusCode::UNPROCESSABLE_ENTITY => ("/problems/validation-error", "Validation failed"),
         StatusCode::TOO_MANY_REQUESTS => ("/problems/rate-limited", "Too many requests"),
+        StatusCode::BAD_GATEWAY => ("/problems/upstream-error", "Upstream service failed"),
         StatusCode::SERVICE_UNAVAILABLE => ("/problems/unavailable", "Service unavailable"),
         StatusCode::INTERNAL_SERVER_ERROR => ("/problems/internal-error", "Internal error"),
         _ => ("about:blank", status.canonical_reason().unwrap_or("Error")),
@@ -130,6 +131,7 @@ impl From<Error> for Problem {
             Error::UnsupportedMediaType(detail) => {
                 Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail)
             }
+            Error::Upstream(detail) => Self::new(StatusCode::BAD_GATEWAY, detail),
             Error::QuotaExceeded { message, limit } => {
                 let mut problem =
                     Self::new(StatusCode::FORBIDDEN, message).with_extension("limit", limit.into());

@@ -102,6 +102,61 @@ pub fn ticket_reply(to: &str, name: &str, locale: &str, reply: TicketReply<'_>) 
     }
 }
 
+/// What a failed card payment was for, to tell the customer.
+#[derive(Debug)]
+pub struct PaymentFailure<'a> {
+    /// Formatted with its currency: `12.34 EUR`.
+    pub amount: &'a str,
+    /// The invoice it was to pay; none for a top-up.
+    pub invoice_number: Option<&'a str>,
+    /// The card issuer's reason, as the provider words it.
+    pub reason: Option<&'a str>,
+}
+
+pub fn payment_failed(to: &str, name: &str, locale: &str, failure: &PaymentFailure<'_>) -> Email {
+    let amount = failure.amount;
+    let (subject, body_text) = if french(locale) {
+        let what = failure.invoice_number.map_or_else(
+            || "le crédit de votre compte".to_owned(),
+            |n| format!("la facture {n}"),
+        );
+        let reason = failure
+            .reason
+            .map(|r| format!("Motif donné par votre banque : {r}\n\n"))
+            .unwrap_or_default();
+        (
+            "Votre paiement a échoué".to_owned(),
+            format!(
+                "Bonjour {name},\n\nVotre paiement de {amount} pour {what} n'a pas abouti.\n\n{reason}\
+                 Rien ne vous a été débité. Vous pouvez réessayer depuis la page Facturation, \
+                 avec une autre carte si besoin.\n"
+            ),
+        )
+    } else {
+        let what = failure.invoice_number.map_or_else(
+            || "your account credit".to_owned(),
+            |n| format!("invoice {n}"),
+        );
+        let reason = failure
+            .reason
+            .map(|r| format!("Your bank's reason: {r}\n\n"))
+            .unwrap_or_default();
+        (
+            "Your payment failed".to_owned(),
+            format!(
+                "Hello {name},\n\nYour payment of {amount} for {what} did not go through.\n\n{reason}\
+                 Nothing was charged. You can try again from the Billing page, with another card \
+                 if need be.\n"
+            ),
+        )
+    };
+    Email {
+        to: to.to_owned(),
+        subject,
+        body_text,
+    }
+}
+
 /// What a notice says, in one language: the in-app title and body, and the
 /// email's subject and text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -391,5 +446,24 @@ mod tests {
             "en",
         );
         assert!(suspended.email_body.contains("cannot be turned off"));
+    }
+
+    #[test]
+    fn a_failed_payment_names_the_amount_and_the_invoice_in_either_language() {
+        let failure = PaymentFailure {
+            amount: "12.34 EUR",
+            invoice_number: Some("2026-000007"),
+            reason: Some("card declined"),
+        };
+        for locale in ["en", "fr"] {
+            let email = payment_failed("a@example.org", "Ada", locale, &failure);
+            for part in ["12.34 EUR", "2026-000007", "card declined", "Ada"] {
+                assert!(email.body_text.contains(part), "{locale}: {part}");
+            }
+        }
+        assert_ne!(
+            payment_failed("a@example.org", "Ada", "fr", &failure).subject,
+            payment_failed("a@example.org", "Ada", "en", &failure).subject
+        );
     }
 }

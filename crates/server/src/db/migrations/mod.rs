@@ -15,6 +15,7 @@ mod m20261125_000011_instance_list_index;
 mod m20261129_000012_bridged_networking;
 mod m20261129_000020_billing_usage;
 mod m20261129_000021_invoice_numbering;
+mod m20261129_000030_payments;
 mod m20261129_000050_ticket_attachments;
 mod m20261129_000060_notifications;
 
@@ -73,6 +74,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000012_bridged_networking::Migration),
             Box::new(m20261129_000020_billing_usage::Migration),
             Box::new(m20261129_000021_invoice_numbering::Migration),
+            Box::new(m20261129_000030_payments::Migration),
             Box::new(m20261129_000050_ticket_attachments::Migration),
             Box::new(m20261129_000060_notifications::Migration),
         ]

@@ -52,6 +52,7 @@ pub struct InvoiceView {
     pub issued_at: Option<DateTime<Utc>>,
     pub due_at: Option<DateTime<Utc>>,
     pub paid_at: Option<DateTime<Utc>>,
+    pub voided_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -96,6 +97,7 @@ impl From<invoice::Model> for InvoiceView {
             issued_at: row.issued_at,
             due_at: row.due_at,
             paid_at: row.paid_at,
+            voided_at: row.voided_at,
         }
     }
 }
@@ -469,6 +471,49 @@ pub async fn mark_paid(
     let mut active: invoice::ActiveModel = row.into();
     active.status = Set(InvoiceStatus::Paid);
     active.paid_at = Set(Some(now));
+    let row = active.update(&txn).await?;
+    txn.commit().await?;
+    Ok(row.into())
+}
+
+/// Voids an open invoice: what its issue debited (its usage and VAT, its
+/// total) is credited back by one ledger row, in the same transaction. A
+/// paid invoice is refunded instead, so voiding one is a 409, as is a void
+/// or draft one. The handler audits it.
+pub async fn void(services: &Services, actor: &Actor, id: InvoiceId) -> Result<InvoiceView> {
+    actor.require_admin()?;
+    let now = services.clock.now();
+    let txn = services.db.begin_write().await?;
+    let row = invoice::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or_else(|| Error::not_found("Invoice"))?;
+    if row.status != InvoiceStatus::Open {
+        return Err(Error::InvalidState {
+            message: "Only an open invoice can be voided; refund a paid one.".to_owned(),
+            state: row.status.to_value(),
+        });
+    }
+    transaction::ActiveModel {
+        user_id: Set(row.user_id),
+        kind: Set(TransactionKind::Invoice),
+        amount_minor: Set(row.total_minor),
+        currency: Set(row.currency.clone()),
+        invoice_id: Set(Some(row.id)),
+        idempotency_key: Set(Some(format!("invoice-void:{}", row.id))),
+        description: Set(format!(
+            "Invoice {} voided",
+            row.number.as_deref().unwrap_or_default()
+        )),
+        created_by: Set(Some(actor.user_id)),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let mut active: invoice::ActiveModel = row.into();
+    active.status = Set(InvoiceStatus::Void);
+    active.voided_at = Set(Some(now));
     let row = active.update(&txn).await?;
     txn.commit().await?;
     Ok(row.into())

@@ -9,8 +9,13 @@
 pub mod hours;
 pub mod invoices;
 pub mod ledger;
+pub mod money;
+pub mod payments;
+pub mod pdf;
 pub mod policy;
+pub mod refunds;
 pub mod stripe;
+pub mod stripe_client;
 pub mod subscriptions;
 pub mod tax;
 pub mod usage;
@@ -22,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::Cache;
 use crate::clock::SharedClock;
 use crate::db::Database;
+use crate::jobs::JobQueue;
 
 /// What the billing services need.
 #[derive(Clone, Debug)]
@@ -29,6 +35,9 @@ pub struct Services {
     pub db: Database,
     pub cache: Cache,
     pub clock: SharedClock,
+    pub jobs: JobQueue,
+    /// The card payment provider; `None` when no key is configured.
+    pub payments: Option<payments::SharedProvider>,
 }
 
 /// Accrues usage, then issues last month's invoices, every `interval` until

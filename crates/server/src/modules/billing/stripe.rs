@@ -1,20 +1,21 @@
 //! Stripe webhooks: the `Stripe-Signature` check (ours, no SDK) and the
-//! events that move money. Each event is booked at most once: its ledger
-//! row carries the idempotency key `stripe:{event id}`, so Stripe's retries
-//! and replays are harmless.
+//! events we act on — a paid Checkout Session (a top-up or an invoice's
+//! payment), a failed payment and a refunded charge. Each is booked at most
+//! once: by its ledger row's idempotency key (`stripe:{event id}`, or the
+//! invoice's payment), or by its claimed event id when it books no money,
+//! so Stripe's retries and replays are harmless.
 
 use hmac::{Hmac, Mac as _};
-use sea_orm::ActiveValue::Set;
-use sea_orm::EntityTrait as _;
-use sea_orm::sea_query::OnConflict;
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::Services;
-use crate::db::entities::transaction::{self, TransactionKind};
-use crate::db::entities::user;
+use super::payments::{self, FailedPayment, PaidCheckout};
+use super::{Services, refunds};
 use crate::error::{Error, Result};
-use crate::ids::{TransactionId, UserId};
+use crate::ids::{InvoiceId, UserId};
+
+/// The provider name booked in the ledger for money Stripe moved.
+pub const PROVIDER: &str = "stripe";
 
 /// How far a signature's timestamp may be from our clock, in seconds
 /// (Stripe's libraries use the same five minutes).
@@ -87,8 +88,9 @@ struct EventData {
     object: serde_json::Value,
 }
 
-/// A completed Checkout Session of a top-up, as we create them: the
-/// account in `client_reference_id`, the amount paid and its currency.
+/// A completed Checkout Session, as we create them: the account in
+/// `client_reference_id`, the amount paid and its currency, and in its
+/// metadata the invoice it pays, if any.
 #[derive(Debug, Deserialize)]
 struct CompletedCheckout {
     id: String,
@@ -96,6 +98,45 @@ struct CompletedCheckout {
     amount_total: Option<i64>,
     currency: Option<String>,
     payment_status: Option<String>,
+    payment_intent: Option<String>,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+/// The metadata we put on sessions and their PaymentIntents.
+#[derive(Debug, Default, Deserialize)]
+struct Metadata {
+    account_id: Option<UserId>,
+    invoice_id: Option<InvoiceId>,
+}
+
+/// A PaymentIntent whose payment failed.
+#[derive(Debug, Deserialize)]
+struct FailedIntent {
+    id: String,
+    amount: i64,
+    currency: String,
+    #[serde(default)]
+    metadata: Metadata,
+    last_payment_error: Option<PaymentError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PaymentError {
+    message: Option<String>,
+}
+
+/// A refunded Charge: `amount_refunded` is the total refunded so far.
+#[derive(Debug, Deserialize)]
+struct RefundedCharge {
+    id: String,
+    amount_refunded: i64,
+    payment_intent: Option<String>,
+}
+
+fn object<T: serde::de::DeserializeOwned>(event: Event, what: &str) -> Result<T> {
+    serde_json::from_value(event.data.object)
+        .map_err(|err| Error::BadRequest(format!("Not a {what}: {err}.")))
 }
 
 /// Verifies and books a webhook delivery. A bad or stale signature is a
@@ -121,22 +162,50 @@ pub async fn handle_webhook(
     .map_err(|err| Error::BadRequest(format!("Invalid Stripe-Signature: {err}.")))?;
     let event: Event = serde_json::from_slice(payload)
         .map_err(|err| Error::BadRequest(format!("Not a Stripe event: {err}.")))?;
-    match event.kind.as_str() {
+    let (id, kind) = (event.id.clone(), event.kind.clone());
+    match kind.as_str() {
         "checkout.session.completed" => {
-            let session: CompletedCheckout = serde_json::from_value(event.data.object)
-                .map_err(|err| Error::BadRequest(format!("Not a Checkout Session: {err}.")))?;
-            credit_top_up(services, &event.id, session).await
+            let session: CompletedCheckout = object(event, "Checkout Session")?;
+            book_checkout(services, &id, session).await
+        }
+        "payment_intent.payment_failed" => {
+            let intent: FailedIntent = object(event, "PaymentIntent")?;
+            let failed = FailedPayment {
+                payment_ref: intent.id,
+                account: intent.metadata.account_id,
+                amount_minor: intent.amount,
+                currency: intent.currency.to_ascii_uppercase(),
+                invoice: intent.metadata.invoice_id,
+                reason: intent.last_payment_error.and_then(|e| e.message),
+            };
+            payments::payment_failed(services, &id, &kind, failed).await
+        }
+        "charge.refunded" => {
+            let charge: RefundedCharge = object(event, "Charge")?;
+            let Some(payment_ref) = charge.payment_intent else {
+                tracing::warn!(
+                    event = id,
+                    charge = charge.id,
+                    "a refunded charge without a PaymentIntent"
+                );
+                return Ok(());
+            };
+            let refunded = refunds::RefundedCharge {
+                payment_ref,
+                amount_refunded: charge.amount_refunded,
+            };
+            refunds::book_charge_refunded(services, PROVIDER, &id, refunded).await
         }
         other => {
-            tracing::info!(event = event.id, kind = other, "Stripe event ignored");
+            tracing::info!(event = id, kind = other, "Stripe event ignored");
             Ok(())
         }
     }
 }
 
-async fn credit_top_up(services: &Services, event: &str, session: CompletedCheckout) -> Result<()> {
-    let (Some(user), Some(amount), Some(currency)) = (
-        session.client_reference_id,
+async fn book_checkout(services: &Services, event: &str, session: CompletedCheckout) -> Result<()> {
+    let (Some(account), Some(amount), Some(currency)) = (
+        session.client_reference_id.or(session.metadata.account_id),
         session.amount_total.filter(|a| *a > 0),
         session.currency.map(|c| c.to_ascii_uppercase()),
     ) else {
@@ -150,39 +219,15 @@ async fn credit_top_up(services: &Services, event: &str, session: CompletedCheck
     if session.payment_status.as_deref() != Some("paid") {
         return Ok(());
     }
-    if user::Entity::find_by_id(user)
-        .one(services.db.writer())
-        .await?
-        .is_none()
-    {
-        tracing::warn!(event, session = session.id, %user, "a top-up for an unknown account");
-        return Ok(());
-    }
-    let now = crate::db::entities::now();
-    transaction::Entity::insert(transaction::ActiveModel {
-        id: Set(TransactionId::new()),
-        user_id: Set(user),
-        kind: Set(TransactionKind::TopUp),
-        amount_minor: Set(amount),
-        currency: Set(currency),
-        invoice_id: Set(None),
-        instance_id: Set(None),
-        provider: Set(Some("stripe".to_owned())),
-        provider_ref: Set(Some(session.id)),
-        idempotency_key: Set(Some(format!("stripe:{event}"))),
-        usage_hour: Set(None),
-        description: Set("Top-up by card".to_owned()),
-        created_by: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-    })
-    // The event (its key) or the session (provider, provider_ref) booked
-    // already: a replay, nothing to do.
-    .on_conflict(OnConflict::new().do_nothing().to_owned())
-    .try_insert()
-    .exec_without_returning(services.db.writer())
-    .await?;
-    Ok(())
+    let paid = PaidCheckout {
+        session_id: session.id,
+        account,
+        amount_minor: amount,
+        currency,
+        payment_ref: session.payment_intent,
+        invoice: session.metadata.invoice_id,
+    };
+    payments::book_checkout(services, PROVIDER, event, paid).await
 }
 
 #[cfg(test)]
