@@ -87,6 +87,9 @@ typed_id!(
     EmailId,
     InstanceActionId,
     UsageSegmentId,
+    DunningCaseId,
+    CouponId,
+    CouponRedemptionId,
 );
 
 #[cfg(test)]

@@ -139,6 +139,8 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("POST /api/v1/admin/billing/users/{id}/adjustments", Admin),
         ("GET /api/v1/admin/settings/billing", Admin),
         ("PUT /api/v1/admin/settings/billing", Admin),
+        ("GET /api/v1/admin/settings/dunning", Admin),
+        ("PUT /api/v1/admin/settings/dunning", Admin),
     ])
 }
 

@@ -14,6 +14,7 @@ use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
 use crate::ids::{InvoiceId, UserId};
 use crate::modules::audit::{self, Event};
+use crate::modules::billing::dunning::{self, DunningPolicy};
 use crate::modules::billing::invoices::{
     self, InvoiceFilter, InvoiceRequest, InvoiceView, ManualPayment,
 };
@@ -185,4 +186,33 @@ pub async fn mark_paid(
         .details(serde_json::json!({"number": paid.number, "reference": body.reference}));
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok(Json(paid))
+}
+
+/// The delays of dunning: days after an invoice's due date before the
+/// account's instances are suspended, then deleted, and when the warning
+/// before the deletion is sent.
+#[utoipa::path(get, path = "/admin/settings/dunning", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = DunningPolicy), (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_dunning(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+) -> Result<Json<DunningPolicy>> {
+    Ok(Json(dunning::get(&state.db, &state.cache).await?))
+}
+
+/// Change the delays of dunning; cases under way follow the new delays.
+#[utoipa::path(put, path = "/admin/settings/dunning", tag = "admin", security(("bearer" = [])),
+    request_body = DunningPolicy,
+    responses((status = 200, body = DunningPolicy), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn update_dunning(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<DunningPolicy>,
+) -> Result<Json<DunningPolicy>> {
+    dunning::set(&state.db, &state.cache, &body, actor.user_id).await?;
+    let event = Event::new("settings.dunning_changed")
+        .details(serde_json::to_value(&body).map_err(anyhow::Error::from)?);
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(Json(body))
 }

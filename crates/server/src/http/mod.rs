@@ -98,6 +98,7 @@ impl AppState {
             db: self.db.clone(),
             cache: self.cache.clone(),
             clock: self.clock.clone(),
+            jobs: self.jobs.clone(),
         }
     }
 }

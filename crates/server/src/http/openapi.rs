@@ -172,6 +172,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(
             admin_billing::get_policy,
             admin_billing::update_policy
+        ))
+        .routes(routes!(
+            admin_billing::get_dunning,
+            admin_billing::update_dunning
         ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))

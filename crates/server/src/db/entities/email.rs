@@ -22,6 +22,16 @@ db_enum! {
     pub enum EmailKind {
         VerifyEmail,
         ResetPassword,
+        /// Dunning: an invoice is past its due date.
+        InvoiceOverdue,
+        /// Dunning: the account's instances were suspended.
+        ServicesSuspended,
+        /// Dunning: the instances will be deleted soon.
+        TerminationWarning,
+        /// Dunning: the instances were deleted.
+        ServicesTerminated,
+        /// Dunning: the overdue invoices are paid; the instances start again.
+        ServicesRestored,
     }
 }
 

@@ -15,6 +15,8 @@ mod m20261125_000011_instance_list_index;
 mod m20261129_000012_bridged_networking;
 mod m20261129_000020_billing_usage;
 mod m20261129_000021_invoice_numbering;
+mod m20261129_000040_dunning;
+mod m20261129_000041_coupons;
 
 /// `created_at` and `updated_at`, as every table has them.
 fn timestamp_columns() -> [ColumnDef; 2] {
@@ -71,6 +73,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000012_bridged_networking::Migration),
             Box::new(m20261129_000020_billing_usage::Migration),
             Box::new(m20261129_000021_invoice_numbering::Migration),
+            Box::new(m20261129_000040_dunning::Migration),
+            Box::new(m20261129_000041_coupons::Migration),
         ]
     }
 }

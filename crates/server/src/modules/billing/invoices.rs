@@ -10,7 +10,8 @@
 //!
 //! Usage was debited from the balance hour by hour (net); issuing adds the
 //! VAT as one ledger row, so the account is debited the invoice's total. An
-//! invoice is paid from credit at issue when the balance covers it.
+//! invoice is paid from credit at issue, or later when credit arrives, when
+//! the credit covers it (see [`settle_from_credit`]).
 
 use chrono::{DateTime, Datelike as _, Duration, TimeZone as _, Utc};
 use sea_orm::ActiveValue::Set;
@@ -354,20 +355,86 @@ async fn issue(
         .insert(&txn)
         .await?;
     }
-    let covered = ledger::balances(&txn, user)
-        .await?
-        .iter()
-        .any(|b| b.currency == currency && b.amount_minor >= 0);
-    let row = if covered {
-        let mut active: invoice::ActiveModel = row.into();
-        active.status = Set(InvoiceStatus::Paid);
-        active.paid_at = Set(Some(now));
-        active.update(&txn).await?
-    } else {
-        row
-    };
+    // Paid from credit at once when the credit covers it (and every older
+    // open invoice of the currency).
+    let paid = settle_in(&txn, user, now).await?;
+    let row = paid.into_iter().find(|p| p.id == row.id).unwrap_or(row);
     txn.commit().await?;
     Ok(Some(row))
+}
+
+/// Pays `user`'s open invoices from the account's credit, oldest first,
+/// while the credit covers them; returns the invoices it paid. Called
+/// wherever credit arrives (a top-up, an admin's credit, a manual payment)
+/// and at issue.
+pub async fn settle_from_credit(services: &Services, user: UserId) -> Result<Vec<InvoiceView>> {
+    let txn = services.db.begin_write().await?;
+    let paid = settle_in(&txn, user, services.clock.now()).await?;
+    txn.commit().await?;
+    Ok(paid.into_iter().map(InvoiceView::from).collect())
+}
+
+/// The settlement rule, in the caller's transaction.
+///
+/// Paying an open invoice from credit books no ledger row: its total was
+/// debited already (its usage hour by hour, its VAT at issue), so the
+/// balance shows the debt whether the invoice is open or paid. Settling
+/// only decides which debts the credit covers. Per currency, the credit
+/// left for open invoices is the balance with their totals added back;
+/// the invoices are taken oldest first and each is paid while that credit
+/// covers it, i.e. while the balance would be >= 0 right after its debit
+/// had it been the last one. The first invoice not covered stops the run,
+/// so an older debt is never passed over for a newer, smaller one.
+///
+/// Each invoice is paid by an update conditional on it being `open`: a
+/// settlement, manual payment or void racing this one never pays an
+/// invoice twice nor revives a voided one.
+async fn settle_in<C: ConnectionTrait>(
+    conn: &C,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<Vec<invoice::Model>> {
+    let open = invoice::Entity::find()
+        .filter(invoice::Column::UserId.eq(user))
+        .filter(invoice::Column::Status.eq(InvoiceStatus::Open))
+        .order_by_asc(invoice::Column::IssuedAt)
+        .order_by_asc(invoice::Column::Number)
+        .all(conn)
+        .await?;
+    if open.is_empty() {
+        return Ok(Vec::new());
+    }
+    let balances = ledger::balances(conn, user).await?;
+    let mut paid = Vec::new();
+    for balance in balances {
+        let owed = open.iter().filter(|i| i.currency == balance.currency);
+        let mut credit = balance.amount_minor + owed.clone().map(|i| i.total_minor).sum::<i64>();
+        for invoice in owed {
+            if invoice.total_minor > credit {
+                break;
+            }
+            credit -= invoice.total_minor;
+            let updated = invoice::Entity::update_many()
+                .col_expr(invoice::Column::Status, Expr::value(InvoiceStatus::Paid))
+                .col_expr(invoice::Column::PaidAt, Expr::value(Some(now)))
+                .col_expr(
+                    invoice::Column::UpdatedAt,
+                    Expr::value(crate::db::entities::now()),
+                )
+                .filter(invoice::Column::Id.eq(invoice.id))
+                .filter(invoice::Column::Status.eq(InvoiceStatus::Open))
+                .exec(conn)
+                .await?;
+            if updated.rows_affected == 1 {
+                paid.push(invoice::Model {
+                    status: InvoiceStatus::Paid,
+                    paid_at: Some(now),
+                    ..invoice.clone()
+                });
+            }
+        }
+    }
+    Ok(paid)
 }
 
 /// Takes the next number of `year`, in the caller's transaction: the
@@ -471,6 +538,7 @@ pub async fn mark_paid(
     active.paid_at = Set(Some(now));
     let row = active.update(&txn).await?;
     txn.commit().await?;
+    super::credit_arrived(services, row.user_id).await?;
     Ok(row.into())
 }
 

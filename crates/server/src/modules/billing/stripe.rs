@@ -182,7 +182,7 @@ async fn credit_top_up(services: &Services, event: &str, session: CompletedCheck
     .try_insert()
     .exec_without_returning(services.db.writer())
     .await?;
-    Ok(())
+    super::credit_arrived(services, user).await
 }
 
 #[cfg(test)]
