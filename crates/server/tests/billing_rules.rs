@@ -109,3 +109,141 @@ async fn credit_settles_open_invoices_oldest_first_once_it_covers_them() {
     assert_eq!(june[2]["status"], "paid", "{june:?}");
     assert_eq!(balance(&app, &session).await, 10_000 - 7440);
 }
+
+async fn redeem(app: &TestApp, session: &Session, code: &str) -> (u16, Value) {
+    let response = app
+        .send_json(
+            Method::POST,
+            "/api/v1/billing/coupons/redeem",
+            session,
+            &json!({ "code": code }),
+        )
+        .await;
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn coupons_are_redeemed_once_per_account_and_come_off_invoices_before_vat() {
+    let clock = ManualClock::new(at(3, 31, 20, 0));
+    let app = TestApp::spawn_at(clock.clone()).await;
+    let cat = rows::catalogue(app.state.db.writer()).await;
+    let admin = admin(&app).await;
+    let hourly = plan(&app, &cat, "hourly", 10, 100_000).await;
+    let other = plan(&app, &cat, "other", 10, 100_000).await;
+    let (ada, ada_session) = customer(&app, "ada@example.com", "US").await;
+    let (_, bob) = customer(&app, "bob@example.com", "US").await;
+    let (_, eve) = customer(&app, "eve@example.com", "US").await;
+    let make = |body: Value| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            app.send_json(Method::POST, "/api/v1/admin/billing/coupons", admin, &body)
+                .await
+        }
+    };
+    let spring = make(json!({"code": "Spring26", "percent_basis_points": 1000,
+        "plan_ids": [hourly.id], "invoice_limit": 1}))
+    .await;
+    assert_eq!(spring.status(), 201);
+    assert_eq!(
+        make(json!({"code": "SPRING26", "amount_off_minor": 5, "currency": "EUR"}))
+            .await
+            .status(),
+        409,
+        "codes are unique whatever their case"
+    );
+    let invalid =
+        make(json!({"code": "x", "percent_basis_points": 1000, "amount_off_minor": 5})).await;
+    assert_eq!(invalid.status(), 422);
+    assert_eq!(
+        make(
+            json!({"code": "LAST", "amount_off_minor": 5, "currency": "EUR", "max_redemptions": 1})
+        )
+        .await
+        .status(),
+        201
+    );
+    assert_eq!(
+        make(json!({"code": "OLD", "percent_basis_points": 500, "expires_at": at(3, 31, 19, 0)}))
+            .await
+            .status(),
+        201
+    );
+
+    // Unknown, expired, already redeemed: 422 on the code.
+    for code in ["NOPE", "old"] {
+        let (status, body) = redeem(&app, &ada_session, code).await;
+        assert_eq!(status, 422, "{code}: {body}");
+        assert_eq!(body["errors"][0]["field"], "code");
+    }
+    let (status, body) = redeem(&app, &ada_session, "spring26").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["coupon"]["code"], "SPRING26");
+    let (status, body) = redeem(&app, &ada_session, "SPRING26").await;
+    assert_eq!(status, 422);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already"))
+    );
+
+    // Two accounts race for the last redemption: one gets it.
+    let (first, second) = tokio::join!(redeem(&app, &bob, "LAST"), redeem(&app, &eve, "LAST"));
+    let mut statuses = [first.0, second.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 422], "{first:?} {second:?}");
+    let coupons = app
+        .fetch_json(Method::GET, "/api/v1/admin/billing/coupons", &admin)
+        .await;
+    let last = coupons["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|c| c["code"] == "LAST")
+        .cloned()
+        .expect("LAST");
+    assert_eq!(last["redemptions"], 1);
+
+    // Ada's March invoice: 10 % off the lines of the coupon's plan only.
+    instance_of(&app, &clock, &cat, ada, &hourly).await;
+    instance_of(&app, &clock, &cat, ada, &other).await;
+    clock.set(at(4, 1, 0, 30));
+    pass(&app).await;
+    let march = &invoices(&app, &ada_session).await[0];
+    assert_eq!(march["subtotal_minor"], 80 - 4, "{march}");
+    assert_eq!(march["total_minor"], 76);
+    let detail = app
+        .fetch_json(
+            Method::GET,
+            &format!(
+                "/api/v1/billing/invoices/{}",
+                march["id"].as_str().expect("id")
+            ),
+            &ada_session,
+        )
+        .await;
+    let coupon_line = detail["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .find(|l| l["description"] == "Coupon SPRING26")
+        .cloned()
+        .expect("the discount line");
+    assert_eq!(coupon_line["amount_minor"], -4);
+    let credits = app
+        .fetch_json(
+            Method::GET,
+            "/api/v1/billing/transactions?kind=coupon",
+            &ada_session,
+        )
+        .await;
+    assert_eq!(credits["items"][0]["amount_minor"], 4);
+    assert_eq!(balance(&app, &ada_session).await, -76);
+
+    // The coupon applied to one invoice: April's is full price.
+    clock.set(at(5, 1, 0, 30));
+    pass(&app).await;
+    let april = &invoices(&app, &ada_session).await[1];
+    assert_eq!(april["subtotal_minor"], 2 * 7200, "{april}");
+}

@@ -124,6 +124,7 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/admin/settings/realtime", Admin),
         ("PUT /api/v1/admin/settings/realtime", Admin),
         ("GET /api/v1/billing/balance", Account),
+        ("POST /api/v1/billing/coupons/redeem", Account),
         ("GET /api/v1/billing/usage", Account),
         ("GET /api/v1/billing/transactions", Account),
         ("GET /api/v1/billing/invoices", Account),
@@ -141,6 +142,11 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("PUT /api/v1/admin/settings/billing", Admin),
         ("GET /api/v1/admin/settings/dunning", Admin),
         ("PUT /api/v1/admin/settings/dunning", Admin),
+        ("GET /api/v1/admin/billing/coupons", Admin),
+        ("POST /api/v1/admin/billing/coupons", Admin),
+        ("GET /api/v1/admin/billing/coupons/{id}", Admin),
+        ("PUT /api/v1/admin/billing/coupons/{id}", Admin),
+        ("DELETE /api/v1/admin/billing/coupons/{id}", Admin),
     ])
 }
 

@@ -176,6 +176,16 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(
             admin_billing::get_dunning,
             admin_billing::update_dunning
+        ))
+        .routes(routes!(billing::redeem_coupon))
+        .routes(routes!(
+            admin_billing::list_coupons,
+            admin_billing::create_coupon
+        ))
+        .routes(routes!(
+            admin_billing::get_coupon,
+            admin_billing::update_coupon,
+            admin_billing::delete_coupon
         ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))

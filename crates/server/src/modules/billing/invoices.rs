@@ -23,7 +23,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use super::hours::{month_start, next_month_start};
-use super::{Services, ledger, tax};
+use super::{Services, coupons, ledger, tax};
 use crate::db::entities::invoice::{self, InvoiceStatus};
 use crate::db::entities::transaction::{self, TransactionKind};
 use crate::db::entities::{instance, invoice_counter, invoice_line, user};
@@ -268,7 +268,21 @@ async fn issue(
         customer.country.as_deref(),
         customer.vat_id.as_deref(),
     );
-    let subtotal: i64 = sums.iter().map(|s| s.amount).sum();
+    let instances = instances_of(&txn, &sums).await?;
+    let lines: Vec<_> = sums
+        .iter()
+        .map(|s| {
+            let plan = s
+                .instance_id
+                .and_then(|id| instances.iter().find(|i| i.id == id))
+                .map(|i| i.product_id);
+            (plan, s.amount)
+        })
+        .collect();
+    // Coupons come off before VAT.
+    let discounts = coupons::discounts(&txn, user, currency, &lines).await?;
+    let subtotal: i64 = sums.iter().map(|s| s.amount).sum::<i64>()
+        - discounts.iter().map(|d| d.amount_minor).sum::<i64>();
     let tax_minor = tax::tax_of(subtotal, decision.rate_basis_points);
     let number = next_number(&txn, now.year(), now).await?;
     let inserted = invoice::ActiveModel {
@@ -317,13 +331,12 @@ async fn issue(
         }
         Err(err) => return Err(err.into()),
     };
-    let names = instance_names(&txn, &sums).await?;
     let month = start.format("%B %Y");
     for sum in &sums {
         let name = sum
             .instance_id
-            .and_then(|id| names.iter().find(|(i, _)| *i == id))
-            .map_or("Deleted instance", |(_, n)| n.as_str());
+            .and_then(|id| instances.iter().find(|i| i.id == id))
+            .map_or("Deleted instance", |i| i.name.as_str());
         invoice_line::ActiveModel {
             invoice_id: Set(row.id),
             instance_id: Set(sum.instance_id),
@@ -333,6 +346,39 @@ async fn issue(
             amount_minor: Set(sum.amount),
             period_start: Set(Some(start)),
             period_end: Set(Some(end)),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+    }
+    for discount in &discounts {
+        invoice_line::ActiveModel {
+            invoice_id: Set(row.id),
+            instance_id: Set(None),
+            description: Set(format!("Coupon {}", discount.code)),
+            quantity: Set(1),
+            unit_amount_minor: Set(-discount.amount_minor),
+            amount_minor: Set(-discount.amount_minor),
+            period_start: Set(Some(start)),
+            period_end: Set(Some(end)),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        // The usage was debited in full hour by hour: the discount is
+        // credited back.
+        transaction::ActiveModel {
+            user_id: Set(user),
+            kind: Set(TransactionKind::Coupon),
+            amount_minor: Set(discount.amount_minor),
+            currency: Set(currency.to_owned()),
+            invoice_id: Set(Some(row.id)),
+            idempotency_key: Set(Some(format!("coupon:{}:{}", row.id, discount.redemption))),
+            description: Set(format!(
+                "Coupon {} on invoice {}",
+                discount.code,
+                row.number.as_deref().unwrap_or_default()
+            )),
             ..Default::default()
         }
         .insert(&txn)
@@ -478,17 +524,14 @@ pub fn format_number(year: i32, number: i64) -> String {
     format!("{year}-{number:06}")
 }
 
-async fn instance_names<C: ConnectionTrait>(
+async fn instances_of<C: ConnectionTrait>(
     conn: &C,
     sums: &[UsageSum],
-) -> Result<Vec<(InstanceId, String)>> {
+) -> Result<Vec<instance::Model>> {
     Ok(instance::Entity::find()
         .filter(instance::Column::Id.is_in(sums.iter().filter_map(|s| s.instance_id)))
         .all(conn)
-        .await?
-        .into_iter()
-        .map(|i| (i.id, i.name))
-        .collect())
+        .await?)
 }
 
 /// The manual payment provider: an admin records that an open invoice was

@@ -6,6 +6,7 @@
 //! Time comes from the services' [`Clock`](crate::clock::Clock), so tests
 //! drive accrual through simulated hours.
 
+pub mod coupons;
 pub mod dunning;
 pub mod hours;
 pub mod invoices;
