@@ -47,6 +47,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The account must pay (or hold credit) first.
+    #[error("{0}")]
+    PaymentRequired(String),
     /// An account limit is reached; `limit` is the limit.
     #[error("{message}")]
     QuotaExceeded { message: String, limit: u64 },

@@ -247,3 +247,87 @@ async fn coupons_are_redeemed_once_per_account_and_come_off_invoices_before_vat(
     let april = &invoices(&app, &ada_session).await[1];
     assert_eq!(april["subtotal_minor"], 2 * 7200, "{april}");
 }
+
+#[tokio::test]
+async fn orders_need_credit_when_the_policy_says_so_and_pay_the_setup_fee_once() {
+    use sea_orm::{ActiveModelTrait as _, IntoActiveModel as _};
+
+    let clock = ManualClock::new(at(3, 31, 20, 0));
+    let app = TestApp::spawn_at(clock.clone()).await;
+    let cat = rows::catalogue(app.state.db.writer()).await;
+    let admin = admin(&app).await;
+    let mut fee = plan(&app, &cat, "with-fee", 10, 100_000)
+        .await
+        .into_active_model();
+    fee.setup_fee_minor = sea_orm::ActiveValue::Set(1500);
+    fee.update(app.state.db.writer()).await.expect("setup fee");
+    let (ada, session) = customer(&app, "ada@example.com", "US").await;
+    let policy = json!({"currencies": ["EUR"], "charge_stopped_instances": true,
+        "require_positive_balance_to_order": true});
+    let response = app
+        .send_json(
+            Method::PUT,
+            "/api/v1/admin/settings/billing",
+            &admin,
+            &policy,
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let order =
+        json!({"plan": "with-fee", "image": "debian-12", "region": "par1", "hostname": "web"});
+
+    let refused = app
+        .send_json(Method::POST, "/api/v1/instances", &session, &order)
+        .await;
+    assert_eq!(refused.status(), 402);
+    let refused = common::problem(refused).await;
+    assert_eq!(refused["type"], "/problems/payment-required", "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("0.00 EUR")),
+        "{refused}"
+    );
+
+    credit(&app, &admin, ada, 2000).await;
+    let ordered = app
+        .send_json(Method::POST, "/api/v1/instances", &session, &order)
+        .await;
+    assert_eq!(ordered.status(), 202);
+    let fees = app
+        .fetch_json(
+            Method::GET,
+            "/api/v1/billing/transactions?kind=setup_fee",
+            &session,
+        )
+        .await;
+    let fees = fees["items"].as_array().expect("items");
+    assert_eq!(fees.len(), 1);
+    assert_eq!(fees[0]["amount_minor"], -1500);
+    assert_eq!(balance(&app, &session).await, 500);
+
+    // The month's invoice carries the fee as its own line, paid from credit.
+    clock.set(at(4, 1, 0, 30));
+    pass(&app).await;
+    let march = &invoices(&app, &session).await[0];
+    assert_eq!(march["subtotal_minor"], 1500 + 4 * 10, "{march}");
+    assert_eq!(march["status"], "paid");
+    let detail = app
+        .fetch_json(
+            Method::GET,
+            &format!(
+                "/api/v1/billing/invoices/{}",
+                march["id"].as_str().expect("id")
+            ),
+            &session,
+        )
+        .await;
+    assert!(
+        detail["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .any(|l| l["description"] == "web: setup fee" && l["amount_minor"] == 1500),
+        "{detail}"
+    );
+}

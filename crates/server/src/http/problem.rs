@@ -126,6 +126,12 @@ impl From<Error> for Problem {
                 problem
             }
             Error::Unavailable(detail) => Self::new(StatusCode::SERVICE_UNAVAILABLE, detail),
+            Error::PaymentRequired(detail) => {
+                let mut problem = Self::new(StatusCode::PAYMENT_REQUIRED, detail);
+                problem.kind = "/problems/payment-required";
+                problem.title = "Payment required";
+                problem
+            }
             Error::QuotaExceeded { message, limit } => {
                 let mut problem =
                     Self::new(StatusCode::FORBIDDEN, message).with_extension("limit", limit.into());

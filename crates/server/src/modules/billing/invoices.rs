@@ -139,7 +139,7 @@ pub async fn issue_due(services: &Services) -> Result<usize> {
         .column(transaction::Column::UserId)
         .column(transaction::Column::Currency)
         .distinct()
-        .filter(transaction::Column::Kind.eq(TransactionKind::Usage))
+        .filter(transaction::Column::Kind.is_in(INVOICED))
         .filter(transaction::Column::UsageHour.gte(start))
         .filter(transaction::Column::UsageHour.lt(end))
         .into_tuple()
@@ -187,7 +187,7 @@ pub async fn issue_on_demand(
         .column(transaction::Column::Currency)
         .distinct()
         .filter(transaction::Column::UserId.eq(user))
-        .filter(transaction::Column::Kind.eq(TransactionKind::Usage))
+        .filter(transaction::Column::Kind.is_in(INVOICED))
         .filter(transaction::Column::UsageHour.gte(start))
         .filter(transaction::Column::UsageHour.lt(end))
         .into_tuple()
@@ -207,10 +207,15 @@ pub async fn issue_on_demand(
     Ok(issued)
 }
 
-/// Usage of one instance over the period: hours charged and their sum.
+/// What an invoice bills: the usage charges and setup fees of its period.
+const INVOICED: [TransactionKind; 2] = [TransactionKind::Usage, TransactionKind::SetupFee];
+
+/// Charges of one kind for one instance over the period: how many and
+/// their sum.
 #[derive(Debug, sea_orm::FromQueryResult)]
 struct UsageSum {
     instance_id: Option<InstanceId>,
+    kind: TransactionKind,
     hours: i64,
     amount: i64,
 }
@@ -249,10 +254,14 @@ async fn issue(
         )
         .filter(transaction::Column::UserId.eq(user))
         .filter(transaction::Column::Currency.eq(currency))
-        .filter(transaction::Column::Kind.eq(TransactionKind::Usage))
+        .filter(transaction::Column::Kind.is_in(INVOICED))
         .filter(transaction::Column::UsageHour.gte(start))
         .filter(transaction::Column::UsageHour.lt(end))
+        .column(transaction::Column::Kind)
         .group_by(transaction::Column::InstanceId)
+        .group_by(transaction::Column::Kind)
+        .order_by_asc(transaction::Column::InstanceId)
+        .order_by_asc(transaction::Column::Kind)
         .into_model::<UsageSum>()
         .all(&txn)
         .await?;
@@ -340,7 +349,11 @@ async fn issue(
         invoice_line::ActiveModel {
             invoice_id: Set(row.id),
             instance_id: Set(sum.instance_id),
-            description: Set(format!("{name}: {} hours, {month}", sum.hours)),
+            description: Set(if sum.kind == TransactionKind::SetupFee {
+                format!("{name}: setup fee")
+            } else {
+                format!("{name}: {} hours, {month}", sum.hours)
+            }),
             quantity: Set(1),
             unit_amount_minor: Set(sum.amount),
             amount_minor: Set(sum.amount),
