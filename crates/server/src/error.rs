@@ -57,6 +57,9 @@ pub enum Error {
     /// the message says what it answered.
     #[error("{0}")]
     Upstream(String),
+    /// The account must pay (or hold credit) first.
+    #[error("{0}")]
+    PaymentRequired(String),
     /// An account limit is reached; `limit` is the limit.
     #[error("{message}")]
     QuotaExceeded { message: String, limit: u64 },

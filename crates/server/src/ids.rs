@@ -88,6 +88,9 @@ typed_id!(
     EmailId,
     InstanceActionId,
     UsageSegmentId,
+    DunningCaseId,
+    CouponId,
+    CouponRedemptionId,
 );
 
 #[cfg(test)]

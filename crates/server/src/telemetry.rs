@@ -79,6 +79,10 @@ fn describe() {
         "Instance status changes, by new status."
     );
     describe_counter!(
+        "vmcloud_payment_failures_total",
+        "Card payments that failed, by currency."
+    );
+    describe_counter!(
         "vmcloud_unknown_vms_total",
         "VMs found on a node that no instance owns."
     );

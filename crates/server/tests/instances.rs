@@ -11,7 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::cloud::{Cloud, PASSWORD, SLOW, guest_image};
+use common::cloud::{Cloud, PASSWORD, SLOW, guest_image, qemu_running};
 use common::{TestApp, TestDatabase, eventually_within, problem};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -68,18 +68,6 @@ async fn ssh(key: &Path, access: &Value, remote: &str) -> String {
             .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
     })
     .await
-}
-
-/// Whether a QEMU process of this VM is alive on the host.
-fn qemu_running(vm: &str) -> bool {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(Result::ok)
-        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
-        .any(|cmdline| {
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains("qemu-system") && cmdline.contains(vm)
-        })
 }
 
 fn port_free(port: u64) -> bool {

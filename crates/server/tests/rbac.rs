@@ -132,6 +132,7 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("GET /api/v1/instances/{id}/console/serial", Ticket),
         ("GET /api/v1/instances/{id}/console/vnc", Ticket),
         ("GET /api/v1/billing/balance", Account),
+        ("POST /api/v1/billing/coupons/redeem", Account),
         ("GET /api/v1/billing/usage", Account),
         ("GET /api/v1/billing/transactions", Account),
         ("GET /api/v1/billing/invoices", Account),
@@ -165,6 +166,11 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ),
         ("POST /api/v1/tickets/{id}/assign", Staff),
         ("POST /api/v1/tickets/{id}/status", Account),
+        ("GET /api/v1/admin/billing/coupons", Admin),
+        ("POST /api/v1/admin/billing/coupons", Admin),
+        ("GET /api/v1/admin/billing/coupons/{id}", Admin),
+        ("PUT /api/v1/admin/billing/coupons/{id}", Admin),
+        ("DELETE /api/v1/admin/billing/coupons/{id}", Admin),
     ])
 }
 

@@ -15,15 +15,16 @@ use sea_orm::{
 };
 use serde_json::json;
 use vmcloud_server::db::entities::{
-    api_token, audit_log, image, instance, instance_action, instance_metric, invoice,
-    invoice_counter, invoice_line, ip_address, node, notification, notification_opt_out, product,
-    product_region, refresh_token, region, setting, ssh_key, subscription, support_ticket,
-    ticket_message, transaction, usage_segment, user,
+    api_token, audit_log, coupon, coupon_redemption, dunning_case, image, instance,
+    instance_action, instance_metric, invoice, invoice_counter, invoice_line, ip_address, node,
+    notification, notification_opt_out, product, product_region, refresh_token, region, setting,
+    ssh_key, subscription, support_ticket, ticket_message, transaction, usage_segment, user,
 };
 use vmcloud_server::ids::{
-    ApiTokenId, AuditLogId, ImageId, InstanceActionId, InstanceId, InstanceMetricId, InvoiceId,
-    InvoiceLineId, IpAddressId, JobId, NodeId, NotificationId, ProductId, RefreshTokenId, RegionId,
-    SshKeyId, SubscriptionId, TicketId, TicketMessageId, TransactionId, UsageSegmentId, UserId,
+    ApiTokenId, AuditLogId, CouponId, CouponRedemptionId, DunningCaseId, ImageId, InstanceActionId,
+    InstanceId, InstanceMetricId, InvoiceId, InvoiceLineId, IpAddressId, JobId, NodeId,
+    NotificationId, ProductId, RefreshTokenId, RegionId, SshKeyId, SubscriptionId, TicketId,
+    TicketMessageId, TransactionId, UsageSegmentId, UserId,
 };
 
 /// A fixed instant with microseconds, the finest precision both backends keep.
@@ -368,6 +369,53 @@ async fn every_entity_round_trips_with_every_column_set() {
             currency: "EUR".to_owned(),
             started_at: at(1),
             ended_at: Some(at(20)),
+            created_at: at(1),
+            updated_at: at(2),
+        },
+    )
+    .await;
+    round_trip(
+        conn,
+        dunning_case::Model {
+            id: DunningCaseId::new(),
+            user_id: customer.id,
+            open_user_id: Some(customer.id),
+            overdue_since: at(1),
+            past_due_at: Some(at(2)),
+            suspended_at: Some(at(4)),
+            warned_at: Some(at(11)),
+            terminated_at: Some(at(15)),
+            resolved_at: Some(at(16)),
+            created_at: at(1),
+            updated_at: at(2),
+        },
+    )
+    .await;
+    let coupon = round_trip(
+        conn,
+        coupon::Model {
+            id: CouponId::new(),
+            code: "SPRING26".to_owned(),
+            percent_basis_points: Some(1500),
+            amount_off_minor: Some(250),
+            currency: Some("EUR".to_owned()),
+            expires_at: Some(at(28)),
+            max_redemptions: Some(100),
+            redemptions: 3,
+            plan_ids: json!([product.id]),
+            invoice_limit: Some(2),
+            created_at: at(1),
+            updated_at: at(2),
+        },
+    )
+    .await;
+    round_trip(
+        conn,
+        coupon_redemption::Model {
+            id: CouponRedemptionId::new(),
+            coupon_id: coupon.id,
+            user_id: customer.id,
+            invoices_applied: 1,
             created_at: at(1),
             updated_at: at(2),
         },
@@ -1088,6 +1136,9 @@ async fn core_schema_migration_reverts_and_reapplies() {
         "recovery_codes",
         "emails",
         "usage_segments",
+        "dunning_cases",
+        "coupons",
+        "coupon_redemptions",
     ]) {
         assert!(
             !manager.has_table(*table).await.expect("has_table"),

@@ -13,8 +13,9 @@ use crate::http::extract::{Admin, ClientInfo, Staff};
 use crate::http::json::ValidJson;
 use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
-use crate::ids::{InvoiceId, UserId};
+use crate::ids::{CouponId, InvoiceId, UserId};
 use crate::modules::audit::{self, Event};
+use crate::modules::billing::coupons::{self, CouponInput, CouponView};
 use crate::modules::billing::invoices::{
     self, InvoiceFilter, InvoiceRequest, InvoiceView, ManualPayment,
 };
@@ -205,4 +206,101 @@ pub async fn invoice_pdf(
     Path(id): Path<InvoiceId>,
 ) -> Result<PdfFile> {
     Ok(PdfFile(pdf::any(&state.billing(), &actor, id).await?))
+}
+
+/// Every coupon, newest first.
+#[utoipa::path(get, path = "/admin/billing/coupons", tag = "admin", security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = Page<CouponView>), (status = 403, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_coupons(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    Pagination(page): Pagination,
+) -> Result<Json<Page<CouponView>>> {
+    Ok(Json(coupons::list(&state.billing(), &actor, page).await?))
+}
+
+/// Make a coupon: a percentage or an amount off, optionally limited in
+/// time, redemptions, plans and number of invoices. Audited.
+#[utoipa::path(post, path = "/admin/billing/coupons", tag = "admin", security(("bearer" = [])),
+    request_body = CouponInput,
+    responses(
+        (status = 201, body = CouponView),
+        (status = 409, description = "The code is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_coupon(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    ValidJson(body): ValidJson<CouponInput>,
+) -> Result<(StatusCode, Json<CouponView>)> {
+    let made = coupons::create(&state.billing(), &actor, body).await?;
+    audit_coupon(&state, &client, &actor, "billing.coupon_created", &made).await?;
+    Ok((StatusCode::CREATED, Json(made)))
+}
+
+#[utoipa::path(get, path = "/admin/billing/coupons/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses((status = 200, body = CouponView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_coupon(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    Path(id): Path<CouponId>,
+) -> Result<Json<CouponView>> {
+    Ok(Json(coupons::get(&state.billing(), &actor, id).await?))
+}
+
+/// Replace a coupon's terms; accounts that redeemed it keep it. Audited.
+#[utoipa::path(put, path = "/admin/billing/coupons/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)), request_body = CouponInput,
+    responses(
+        (status = 200, body = CouponView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn update_coupon(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    Path(id): Path<CouponId>,
+    ValidJson(body): ValidJson<CouponInput>,
+) -> Result<Json<CouponView>> {
+    let changed = coupons::update(&state.billing(), &actor, id, body).await?;
+    audit_coupon(&state, &client, &actor, "billing.coupon_updated", &changed).await?;
+    Ok(Json(changed))
+}
+
+/// Delete a coupon nobody redeemed. Audited.
+#[utoipa::path(delete, path = "/admin/billing/coupons/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path)),
+    responses(
+        (status = 204),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Redeemed already", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_coupon(
+    State(state): State<AppState>,
+    Admin(actor): Admin,
+    client: ClientInfo,
+    Path(id): Path<CouponId>,
+) -> Result<StatusCode> {
+    coupons::delete(&state.billing(), &actor, id).await?;
+    let event = Event::new("billing.coupon_deleted").on("coupon", id);
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn audit_coupon(
+    state: &AppState,
+    client: &ClientInfo,
+    actor: &crate::modules::auth::Actor,
+    action: &'static str,
+    coupon: &CouponView,
+) -> Result<()> {
+    let event = Event::new(action)
+        .on("coupon", coupon.id)
+        .details(serde_json::to_value(coupon).map_err(anyhow::Error::from)?);
+    audit::record(&state.db, &client.audit(Some(actor)), event).await
 }

@@ -17,6 +17,7 @@ use crate::http::json::ValidJson;
 use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
 use crate::ids::InvoiceId;
+use crate::modules::billing::coupons::{self, Redeem, RedemptionView};
 use crate::modules::billing::invoices::{self, InvoiceDetail, InvoiceView};
 use crate::modules::billing::ledger::{self, Balance, KindFilter, TransactionView};
 use crate::modules::billing::payments::{self, Checkout, TopUpRequest};
@@ -194,4 +195,24 @@ pub async fn stripe_webhook(
         .and_then(|value| value.to_str().ok());
     stripe::handle_webhook(&state.billing(), secret, signature, &body).await?;
     Ok(StatusCode::OK)
+}
+
+/// Redeem a coupon: it comes off the account's next invoices, before VAT.
+/// 422 when the code is unknown, expired, used up or already redeemed by
+/// the account.
+#[utoipa::path(post, path = "/billing/coupons/redeem", tag = "billing", security(("bearer" = [])),
+    request_body = Redeem,
+    responses(
+        (status = 201, body = RedemptionView),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn redeem_coupon(
+    State(state): State<AppState>,
+    CurrentUser(actor): CurrentUser,
+    ValidJson(body): ValidJson<Redeem>,
+) -> Result<(StatusCode, Json<RedemptionView>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(coupons::redeem(&state.billing(), &actor, &body.code).await?),
+    ))
 }

@@ -45,6 +45,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
     responses(
         (status = 202, description = "Accepted; provisioning", body = InstanceView),
+        (status = 402, description = "The billing policy asks for credit and the balance is not positive", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Email not verified, or quota reached (`limit`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No capacity (`reason`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),

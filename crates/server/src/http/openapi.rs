@@ -192,7 +192,17 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(tickets::change_status))
         .routes(routes!(admin_billing::refund))
         .routes(routes!(admin_billing::void_invoice))
-        .routes(routes!(admin_billing::invoice_pdf));
+        .routes(routes!(admin_billing::invoice_pdf))
+        .routes(routes!(billing::redeem_coupon))
+        .routes(routes!(
+            admin_billing::list_coupons,
+            admin_billing::create_coupon
+        ))
+        .routes(routes!(
+            admin_billing::get_coupon,
+            admin_billing::update_coupon,
+            admin_billing::delete_coupon
+        ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -132,6 +132,12 @@ impl From<Error> for Problem {
                 Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, detail)
             }
             Error::Upstream(detail) => Self::new(StatusCode::BAD_GATEWAY, detail),
+            Error::PaymentRequired(detail) => {
+                let mut problem = Self::new(StatusCode::PAYMENT_REQUIRED, detail);
+                problem.kind = "/problems/payment-required";
+                problem.title = "Payment required";
+                problem
+            }
             Error::QuotaExceeded { message, limit } => {
                 let mut problem =
                     Self::new(StatusCode::FORBIDDEN, message).with_extension("limit", limit.into());

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rand::Rng as _;
 use reqwest::Method;
 use serde_json::{Value, json};
+use vmcloud_server::clock::ManualClock;
 use vmcloud_server::config::{Config, QemuAccel};
 use vmcloud_server::db::entities::user::UserRole;
 
@@ -47,6 +48,18 @@ pub struct Cloud {
     pub admin: Session,
 }
 
+/// Whether a QEMU process of this VM is alive on the host.
+pub fn qemu_running(vm: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .any(|cmdline| {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("qemu-system") && cmdline.contains(vm)
+        })
+}
+
 impl Cloud {
     pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
         let app = TestApp::spawn_with(|config| {
@@ -54,6 +67,25 @@ impl Cloud {
             configure(config);
         })
         .await;
+        Self::with_admin(app).await
+    }
+
+    /// Like [`Cloud::start`], on simulated time: billing's own timer runs
+    /// once at start, so the test runs the billing passes.
+    pub async fn start_at(clock: ManualClock, configure: impl FnOnce(&mut Config)) -> Self {
+        let app = TestApp::spawn_with_clock(
+            |config| {
+                with_local_node(config);
+                config.billing_accrual_interval_secs = 3600;
+                configure(config);
+            },
+            std::sync::Arc::new(clock),
+        )
+        .await;
+        Self::with_admin(app).await
+    }
+
+    async fn with_admin(app: TestApp) -> Self {
         let admin_id = app
             .create_user("root@example.org", PASSWORD, UserRole::Admin)
             .await;

@@ -8,6 +8,7 @@
 //!   prefix on that server; otherwise they use the in-process backend only.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod billing;
 pub mod cloud;
 pub mod rows;
 

@@ -31,6 +31,14 @@ db_enum! {
         TerminationWarning,
         /// A new reply on a support ticket, to the other side.
         TicketReply,
+        /// Dunning: an invoice is past its due date.
+        InvoiceOverdue,
+        /// Dunning: the account's instances were suspended.
+        ServicesSuspended,
+        /// Dunning: the instances were deleted.
+        ServicesTerminated,
+        /// Dunning: the overdue invoices are paid; the instances start again.
+        ServicesRestored,
     }
 }
 

@@ -20,6 +20,10 @@ db_enum! {
         Delete,
         /// Started again by the reconciler after the VM died.
         Recover,
+        /// Stopped by the platform (an unpaid bill) and kept from starting.
+        Suspend,
+        /// Started again once the reason for the suspension is gone.
+        Unsuspend,
     }
 }
 

@@ -88,6 +88,9 @@ macro_rules! db_enum {
 
 pub mod api_token;
 pub mod audit_log;
+pub mod coupon;
+pub mod coupon_redemption;
+pub mod dunning_case;
 pub mod email;
 pub mod image;
 pub mod instance;

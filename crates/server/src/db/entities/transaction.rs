@@ -15,6 +15,8 @@ db_enum! {
         CreditAdjustment,
         Coupon,
         TopUp,
+        /// A plan's one-off fee, when the instance is ordered.
+        SetupFee,
     }
 }
 

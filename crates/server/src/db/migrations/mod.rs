@@ -16,6 +16,8 @@ mod m20261129_000012_bridged_networking;
 mod m20261129_000020_billing_usage;
 mod m20261129_000021_invoice_numbering;
 mod m20261129_000030_payments;
+mod m20261129_000040_dunning;
+mod m20261129_000041_coupons;
 mod m20261129_000050_ticket_attachments;
 mod m20261129_000060_notifications;
 
@@ -75,6 +77,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000020_billing_usage::Migration),
             Box::new(m20261129_000021_invoice_numbering::Migration),
             Box::new(m20261129_000030_payments::Migration),
+            Box::new(m20261129_000040_dunning::Migration),
+            Box::new(m20261129_000041_coupons::Migration),
             Box::new(m20261129_000050_ticket_attachments::Migration),
             Box::new(m20261129_000060_notifications::Migration),
         ]

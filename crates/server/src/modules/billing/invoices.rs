@@ -10,7 +10,8 @@
 //!
 //! Usage was debited from the balance hour by hour (net); issuing adds the
 //! VAT as one ledger row, so the account is debited the invoice's total. An
-//! invoice is paid from credit at issue when the balance covers it.
+//! invoice is paid from credit at issue, or later when credit arrives, when
+//! the credit covers it (see [`settle_from_credit`]).
 
 use chrono::{DateTime, Datelike as _, Duration, TimeZone as _, Utc};
 use sea_orm::ActiveValue::Set;
@@ -22,7 +23,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use super::hours::{month_start, next_month_start};
-use super::{Services, ledger, tax};
+use super::{Services, coupons, ledger, tax};
 use crate::db::entities::invoice::{self, InvoiceStatus};
 use crate::db::entities::transaction::{self, TransactionKind};
 use crate::db::entities::{instance, invoice_counter, invoice_line, user};
@@ -140,7 +141,7 @@ pub async fn issue_due(services: &Services) -> Result<usize> {
         .column(transaction::Column::UserId)
         .column(transaction::Column::Currency)
         .distinct()
-        .filter(transaction::Column::Kind.eq(TransactionKind::Usage))
+        .filter(transaction::Column::Kind.is_in(INVOICED))
         .filter(transaction::Column::UsageHour.gte(start))
         .filter(transaction::Column::UsageHour.lt(end))
         .into_tuple()
@@ -188,7 +189,7 @@ pub async fn issue_on_demand(
         .column(transaction::Column::Currency)
         .distinct()
         .filter(transaction::Column::UserId.eq(user))
-        .filter(transaction::Column::Kind.eq(TransactionKind::Usage))
+        .filter(transaction::Column::Kind.is_in(INVOICED))
         .filter(transaction::Column::UsageHour.gte(start))
         .filter(transaction::Column::UsageHour.lt(end))
         .into_tuple()
@@ -208,10 +209,15 @@ pub async fn issue_on_demand(
     Ok(issued)
 }
 
-/// Usage of one instance over the period: hours charged and their sum.
+/// What an invoice bills: the usage charges and setup fees of its period.
+const INVOICED: [TransactionKind; 2] = [TransactionKind::Usage, TransactionKind::SetupFee];
+
+/// Charges of one kind for one instance over the period: how many and
+/// their sum.
 #[derive(Debug, sea_orm::FromQueryResult)]
 struct UsageSum {
     instance_id: Option<InstanceId>,
+    kind: TransactionKind,
     hours: i64,
     amount: i64,
 }
@@ -250,10 +256,14 @@ async fn issue(
         )
         .filter(transaction::Column::UserId.eq(user))
         .filter(transaction::Column::Currency.eq(currency))
-        .filter(transaction::Column::Kind.eq(TransactionKind::Usage))
+        .filter(transaction::Column::Kind.is_in(INVOICED))
         .filter(transaction::Column::UsageHour.gte(start))
         .filter(transaction::Column::UsageHour.lt(end))
+        .column(transaction::Column::Kind)
         .group_by(transaction::Column::InstanceId)
+        .group_by(transaction::Column::Kind)
+        .order_by_asc(transaction::Column::InstanceId)
+        .order_by_asc(transaction::Column::Kind)
         .into_model::<UsageSum>()
         .all(&txn)
         .await?;
@@ -269,7 +279,21 @@ async fn issue(
         customer.country.as_deref(),
         customer.vat_id.as_deref(),
     );
-    let subtotal: i64 = sums.iter().map(|s| s.amount).sum();
+    let instances = instances_of(&txn, &sums).await?;
+    let lines: Vec<_> = sums
+        .iter()
+        .map(|s| {
+            let plan = s
+                .instance_id
+                .and_then(|id| instances.iter().find(|i| i.id == id))
+                .map(|i| i.product_id);
+            (plan, s.amount)
+        })
+        .collect();
+    // Coupons come off before VAT.
+    let discounts = coupons::discounts(&txn, user, currency, &lines).await?;
+    let subtotal: i64 = sums.iter().map(|s| s.amount).sum::<i64>()
+        - discounts.iter().map(|d| d.amount_minor).sum::<i64>();
     let tax_minor = tax::tax_of(subtotal, decision.rate_basis_points);
     let number = next_number(&txn, now.year(), now).await?;
     let inserted = invoice::ActiveModel {
@@ -318,22 +342,58 @@ async fn issue(
         }
         Err(err) => return Err(err.into()),
     };
-    let names = instance_names(&txn, &sums).await?;
     let month = start.format("%B %Y");
     for sum in &sums {
         let name = sum
             .instance_id
-            .and_then(|id| names.iter().find(|(i, _)| *i == id))
-            .map_or("Deleted instance", |(_, n)| n.as_str());
+            .and_then(|id| instances.iter().find(|i| i.id == id))
+            .map_or("Deleted instance", |i| i.name.as_str());
         invoice_line::ActiveModel {
             invoice_id: Set(row.id),
             instance_id: Set(sum.instance_id),
-            description: Set(format!("{name}: {} hours, {month}", sum.hours)),
+            description: Set(if sum.kind == TransactionKind::SetupFee {
+                format!("{name}: setup fee")
+            } else {
+                format!("{name}: {} hours, {month}", sum.hours)
+            }),
             quantity: Set(1),
             unit_amount_minor: Set(sum.amount),
             amount_minor: Set(sum.amount),
             period_start: Set(Some(start)),
             period_end: Set(Some(end)),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+    }
+    for discount in &discounts {
+        invoice_line::ActiveModel {
+            invoice_id: Set(row.id),
+            instance_id: Set(None),
+            description: Set(format!("Coupon {}", discount.code)),
+            quantity: Set(1),
+            unit_amount_minor: Set(-discount.amount_minor),
+            amount_minor: Set(-discount.amount_minor),
+            period_start: Set(Some(start)),
+            period_end: Set(Some(end)),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        // The usage was debited in full hour by hour: the discount is
+        // credited back.
+        transaction::ActiveModel {
+            user_id: Set(user),
+            kind: Set(TransactionKind::Coupon),
+            amount_minor: Set(discount.amount_minor),
+            currency: Set(currency.to_owned()),
+            invoice_id: Set(Some(row.id)),
+            idempotency_key: Set(Some(format!("coupon:{}:{}", row.id, discount.redemption))),
+            description: Set(format!(
+                "Coupon {} on invoice {}",
+                discount.code,
+                row.number.as_deref().unwrap_or_default()
+            )),
             ..Default::default()
         }
         .insert(&txn)
@@ -356,20 +416,86 @@ async fn issue(
         .insert(&txn)
         .await?;
     }
-    let covered = ledger::balances(&txn, user)
-        .await?
-        .iter()
-        .any(|b| b.currency == currency && b.amount_minor >= 0);
-    let row = if covered {
-        let mut active: invoice::ActiveModel = row.into();
-        active.status = Set(InvoiceStatus::Paid);
-        active.paid_at = Set(Some(now));
-        active.update(&txn).await?
-    } else {
-        row
-    };
+    // Paid from credit at once when the credit covers it (and every older
+    // open invoice of the currency).
+    let paid = settle_in(&txn, user, now).await?;
+    let row = paid.into_iter().find(|p| p.id == row.id).unwrap_or(row);
     txn.commit().await?;
     Ok(Some(row))
+}
+
+/// Pays `user`'s open invoices from the account's credit, oldest first,
+/// while the credit covers them; returns the invoices it paid. Called
+/// wherever credit arrives (a top-up, an admin's credit, a manual payment)
+/// and at issue.
+pub async fn settle_from_credit(services: &Services, user: UserId) -> Result<Vec<InvoiceView>> {
+    let txn = services.db.begin_write().await?;
+    let paid = settle_in(&txn, user, services.clock.now()).await?;
+    txn.commit().await?;
+    Ok(paid.into_iter().map(InvoiceView::from).collect())
+}
+
+/// The settlement rule, in the caller's transaction.
+///
+/// Paying an open invoice from credit books no ledger row: its total was
+/// debited already (its usage hour by hour, its VAT at issue), so the
+/// balance shows the debt whether the invoice is open or paid. Settling
+/// only decides which debts the credit covers. Per currency, the credit
+/// left for open invoices is the balance with their totals added back;
+/// the invoices are taken oldest first and each is paid while that credit
+/// covers it, i.e. while the balance would be >= 0 right after its debit
+/// had it been the last one. The first invoice not covered stops the run,
+/// so an older debt is never passed over for a newer, smaller one.
+///
+/// Each invoice is paid by an update conditional on it being `open`: a
+/// settlement, manual payment or void racing this one never pays an
+/// invoice twice nor revives a voided one.
+async fn settle_in<C: ConnectionTrait>(
+    conn: &C,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<Vec<invoice::Model>> {
+    let open = invoice::Entity::find()
+        .filter(invoice::Column::UserId.eq(user))
+        .filter(invoice::Column::Status.eq(InvoiceStatus::Open))
+        .order_by_asc(invoice::Column::IssuedAt)
+        .order_by_asc(invoice::Column::Number)
+        .all(conn)
+        .await?;
+    if open.is_empty() {
+        return Ok(Vec::new());
+    }
+    let balances = ledger::balances(conn, user).await?;
+    let mut paid = Vec::new();
+    for balance in balances {
+        let owed = open.iter().filter(|i| i.currency == balance.currency);
+        let mut credit = balance.amount_minor + owed.clone().map(|i| i.total_minor).sum::<i64>();
+        for invoice in owed {
+            if invoice.total_minor > credit {
+                break;
+            }
+            credit -= invoice.total_minor;
+            let updated = invoice::Entity::update_many()
+                .col_expr(invoice::Column::Status, Expr::value(InvoiceStatus::Paid))
+                .col_expr(invoice::Column::PaidAt, Expr::value(Some(now)))
+                .col_expr(
+                    invoice::Column::UpdatedAt,
+                    Expr::value(crate::db::entities::now()),
+                )
+                .filter(invoice::Column::Id.eq(invoice.id))
+                .filter(invoice::Column::Status.eq(InvoiceStatus::Open))
+                .exec(conn)
+                .await?;
+            if updated.rows_affected == 1 {
+                paid.push(invoice::Model {
+                    status: InvoiceStatus::Paid,
+                    paid_at: Some(now),
+                    ..invoice.clone()
+                });
+            }
+        }
+    }
+    Ok(paid)
 }
 
 /// Takes the next number of `year`, in the caller's transaction: the
@@ -413,17 +539,14 @@ pub fn format_number(year: i32, number: i64) -> String {
     format!("{year}-{number:06}")
 }
 
-async fn instance_names<C: ConnectionTrait>(
+async fn instances_of<C: ConnectionTrait>(
     conn: &C,
     sums: &[UsageSum],
-) -> Result<Vec<(InstanceId, String)>> {
+) -> Result<Vec<instance::Model>> {
     Ok(instance::Entity::find()
         .filter(instance::Column::Id.is_in(sums.iter().filter_map(|s| s.instance_id)))
         .all(conn)
-        .await?
-        .into_iter()
-        .map(|i| (i.id, i.name))
-        .collect())
+        .await?)
 }
 
 /// The manual payment provider: an admin records that an open invoice was
@@ -473,6 +596,7 @@ pub async fn mark_paid(
     active.paid_at = Set(Some(now));
     let row = active.update(&txn).await?;
     txn.commit().await?;
+    super::credit_arrived(services, row.user_id).await?;
     Ok(row.into())
 }
 

@@ -230,5 +230,6 @@ pub async fn adjust(
     }
     .insert(services.db.writer())
     .await?;
+    super::credit_arrived(services, account.id).await?;
     Ok(row.into())
 }

@@ -6,6 +6,8 @@
 //! Time comes from the services' [`Clock`](crate::clock::Clock), so tests
 //! drive accrual through simulated hours.
 
+pub mod coupons;
+pub mod dunning;
 pub mod hours;
 pub mod invoices;
 pub mod ledger;
@@ -27,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::Cache;
 use crate::clock::SharedClock;
 use crate::db::Database;
+use crate::error::Result;
+use crate::ids::UserId;
 use crate::jobs::JobQueue;
 
 /// What the billing services need.
@@ -40,7 +44,18 @@ pub struct Services {
     pub payments: Option<payments::SharedProvider>,
 }
 
-/// Accrues usage, then issues last month's invoices, every `interval` until
+/// What follows money arriving on an account (a top-up, an admin's credit,
+/// a manual payment): its open invoices are paid from credit, oldest first.
+pub async fn credit_arrived(services: &Services, user: UserId) -> Result<()> {
+    let paid = invoices::settle_from_credit(services, user).await?;
+    if !paid.is_empty() {
+        tracing::info!(%user, paid = paid.len(), "invoices paid from credit");
+    }
+    // Paid up: a suspended account is restored now, not at the next pass.
+    dunning::check_account(services, user).await
+}
+
+/// Accrues usage, issues last month's invoices and runs dunning, every `interval` until
 /// `stop`. Every process runs it: runs that overlap are harmless (see
 /// [`usage`] and [`invoices`]), so no leader is needed.
 pub async fn run_accrual(services: Services, interval: Duration, stop: CancellationToken) {
@@ -56,8 +71,9 @@ pub async fn run_accrual(services: Services, interval: Duration, stop: Cancellat
 }
 
 /// One billing pass: invoices are issued only once every hour of their
-/// month has been charged, so only after an accrual that succeeded.
-pub async fn pass(services: &Services) -> crate::error::Result<()> {
+/// month has been charged, so only after an accrual that succeeded; then
+/// dunning follows up on the unpaid ones.
+pub async fn pass(services: &Services) -> Result<()> {
     let run = usage::accrue_all(services).await?;
     if run.charges > 0 {
         tracing::info!(
@@ -69,6 +85,10 @@ pub async fn pass(services: &Services) -> crate::error::Result<()> {
     let issued = invoices::issue_due(services).await?;
     if issued > 0 {
         tracing::info!(issued, "invoices issued");
+    }
+    let dunning = dunning::run(services).await?;
+    if !dunning.is_empty() {
+        tracing::info!(?dunning, "dunning steps taken");
     }
     Ok(())
 }

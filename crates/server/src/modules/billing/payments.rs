@@ -280,7 +280,9 @@ pub async fn book_checkout(
         active.update(&txn).await?;
     }
     txn.commit().await?;
-    Ok(())
+    // Credit settles other open invoices and may end a dunning case; run
+    // on every delivery, so a crash before this point heals on the retry.
+    super::credit_arrived(services, paid.account).await
 }
 
 pub(super) fn inserted_one(result: &TryInsertResult<u64>) -> bool {
@@ -321,14 +323,15 @@ pub async fn payment_failed(
         }
         None => None,
     };
-    let mut audited = Event::new("billing.payment_failed").details(serde_json::json!({
-        "event": event,
-        "payment_ref": failed.payment_ref,
-        "amount_minor": failed.amount_minor,
-        "currency": failed.currency,
-        "invoice_id": failed.invoice,
-        "reason": failed.reason,
-    }));
+    let mut audited =
+        Event::new(crate::modules::monitoring::PAYMENT_FAILED).details(serde_json::json!({
+            "event": event,
+            "payment_ref": failed.payment_ref,
+            "amount_minor": failed.amount_minor,
+            "currency": failed.currency,
+            "invoice_id": failed.invoice,
+            "reason": failed.reason,
+        }));
     if let Some(account) = &account {
         audited = audited.on("user", account.id);
     }

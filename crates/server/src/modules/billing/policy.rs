@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::Cache;
 use crate::db::Database;
 use crate::error::{Error, FieldError, Result};
+use crate::ids::UserId;
 use crate::modules::settings;
 
 #[derive(
@@ -21,6 +22,10 @@ pub struct BillingPolicy {
     /// reserved). When `false`, an hour is charged only if the instance ran
     /// during some of it.
     pub charge_stopped_instances: bool,
+    /// Whether ordering an instance needs a positive balance in the plan's
+    /// currency (prepaid credit), so an unpaid account cannot run up a bill.
+    #[serde(default)]
+    pub require_positive_balance_to_order: bool,
 }
 
 impl Default for BillingPolicy {
@@ -28,6 +33,7 @@ impl Default for BillingPolicy {
         Self {
             currencies: vec!["EUR".to_owned()],
             charge_stopped_instances: true,
+            require_positive_balance_to_order: false,
         }
     }
 }
@@ -75,6 +81,32 @@ pub fn is_currency_code(code: &str) -> bool {
 
 pub async fn get(db: &Database, cache: &Cache) -> Result<BillingPolicy> {
     settings::load(db, cache).await
+}
+
+/// Refuses an order with a 402 when the policy asks for credit and the
+/// account's balance in `currency` is not positive.
+pub async fn check_order<C: sea_orm::ConnectionTrait>(
+    policy: &BillingPolicy,
+    conn: &C,
+    user: UserId,
+    currency: &str,
+) -> Result<()> {
+    if !policy.require_positive_balance_to_order {
+        return Ok(());
+    }
+    let balance = super::ledger::balances(conn, user)
+        .await?
+        .into_iter()
+        .find(|b| b.currency == currency)
+        .map_or(0, |b| b.amount_minor);
+    if balance > 0 {
+        return Ok(());
+    }
+    Err(Error::PaymentRequired(format!(
+        "Ordering needs credit on your account: your balance is {}. Top up your account, \
+         then order again.",
+        crate::mail::templates::money(balance, currency)
+    )))
 }
 
 #[cfg(test)]

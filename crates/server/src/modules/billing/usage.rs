@@ -196,6 +196,42 @@ async fn book<C: sea_orm::ConnectionTrait>(
     })
 }
 
+/// Charges the plan's setup fee, if it has one, in the order's
+/// transaction. It is booked in the hour of the order so the month's
+/// invoice carries it; its key makes it once per instance.
+pub async fn charge_setup_fee<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    row: &instance::Model,
+    plan: &product::Model,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if plan.setup_fee_minor <= 0 {
+        return Ok(());
+    }
+    let stamp = crate::db::entities::now();
+    transaction::Entity::insert_many([transaction::ActiveModel {
+        id: Set(TransactionId::new()),
+        user_id: Set(row.user_id),
+        kind: Set(TransactionKind::SetupFee),
+        amount_minor: Set(-plan.setup_fee_minor),
+        currency: Set(plan.currency.clone()),
+        invoice_id: Set(None),
+        instance_id: Set(Some(row.id)),
+        provider: Set(None),
+        provider_ref: Set(None),
+        idempotency_key: Set(Some(format!("setup-fee:{}", row.id))),
+        usage_hour: Set(Some(hour_floor(now))),
+        description: Set(format!("{} ({}): setup fee", row.name, plan.name)),
+        created_by: Set(None),
+        created_at: Set(stamp),
+        updated_at: Set(stamp),
+    }])
+    .on_conflict_do_nothing_on([transaction::Column::IdempotencyKey])
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
 /// The ledger key of a subscription's charge for `hour`.
 pub fn usage_key(subscription: SubscriptionId, hour: DateTime<Utc>) -> String {
     format!("usage:{subscription}:{}", hour.timestamp())

@@ -9,7 +9,7 @@ use sea_orm::ActiveEnum as _;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _,
+    QueryOrder as _, QuerySelect as _,
 };
 use serde::{Deserialize, Serialize};
 
@@ -211,9 +211,19 @@ pub async fn request(
             "Only the instance's owner and admins may act on it.".to_owned(),
         ));
     }
-    if row.status == InstanceStatus::Suspended && !actor.is_staff() {
+    // The owner of a suspended instance may only give it up.
+    if row.status == InstanceStatus::Suspended
+        && !actor.is_staff()
+        && request.kind() != ActionKind::Delete
+    {
         return Err(Error::InvalidState {
-            message: "This instance is suspended; contact support.".to_owned(),
+            message: format!(
+                "This instance is suspended: {} It starts again by itself once the reason is \
+                 gone; contact support otherwise.",
+                row.status_reason
+                    .as_deref()
+                    .unwrap_or("the platform stopped it.")
+            ),
             state: row.status.to_value(),
         });
     }
@@ -248,6 +258,45 @@ pub async fn request(
     txn.commit().await?;
     super::queue::kick(&services.jobs, id).await?;
     Ok(action.into())
+}
+
+/// Queues an action the platform itself takes (billing suspends, starts
+/// again or deletes an instance), unless the instance is gone or an
+/// unfinished action of that kind, or a deletion, is queued already: taking
+/// it again is then a no-op, so callers may repeat it until it is done.
+/// Returns whether an action was queued.
+pub async fn platform_action(
+    db: &crate::db::Database,
+    jobs: &crate::jobs::JobQueue,
+    id: InstanceId,
+    kind: ActionKind,
+    params: serde_json::Value,
+) -> Result<bool> {
+    let txn = db.begin_write().await?;
+    // Two billing passes on PostgreSQL queue here; SQLite's write
+    // transaction serialises them already.
+    let row = instance::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?;
+    if row.is_none_or(|row| row.deleted_at.is_some()) {
+        return Ok(false);
+    }
+    let queued = instance_action::Entity::find()
+        .filter(instance_action::Column::InstanceId.eq(id))
+        .filter(
+            instance_action::Column::Status.is_in([ActionStatus::Pending, ActionStatus::Running]),
+        )
+        .filter(instance_action::Column::Kind.is_in([kind, ActionKind::Delete]))
+        .one(&txn)
+        .await?;
+    if queued.is_some() {
+        return Ok(false);
+    }
+    insert(&txn, id, kind, params, None).await?;
+    txn.commit().await?;
+    super::queue::kick(jobs, id).await?;
+    Ok(true)
 }
 
 /// The arguments the queue needs, checked now so a bad one is a 422 and not

@@ -370,6 +370,14 @@ pub async fn create(
         ));
     }
     let order = check_order(db, &owner, &new).await?;
+    let billing_policy = billing::policy::get(db, &services.cache).await?;
+    billing::policy::check_order(
+        &billing_policy,
+        db.writer(),
+        actor.user_id,
+        &order.plan.currency,
+    )
+    .await?;
     let policy = policy::get(db, &services.cache).await?;
     check_quota(db, actor, &policy).await?;
 
@@ -470,6 +478,7 @@ async fn place_and_insert(
     )
     .await?;
     billing::subscriptions::open(&txn, &inserted, &order.plan, services.clock.now()).await?;
+    billing::usage::charge_setup_fee(&txn, &inserted, &order.plan, services.clock.now()).await?;
     txn.commit().await?;
     Ok(inserted)
 }

@@ -26,7 +26,9 @@ pub(super) fn total_steps(kind: ActionKind) -> i32 {
         | ActionKind::Stop
         | ActionKind::ForceStop
         | ActionKind::Reboot
-        | ActionKind::Recover => 1,
+        | ActionKind::Recover
+        | ActionKind::Suspend
+        | ActionKind::Unsuspend => 1,
     }
 }
 
@@ -157,6 +159,17 @@ pub(super) async fn execute(
             snapshot(runner, &progress, &row).await
         }
         ActionKind::Delete => return delete(runner, &progress, &row).await,
+        ActionKind::Suspend => return suspend(runner, &progress, &row).await,
+        ActionKind::Unsuspend => {
+            if row.status != InstanceStatus::Suspended {
+                // Lifted already, or never applied: nothing to start.
+                return Ok(());
+            }
+            let driver = driver_of(runner, &row).await?;
+            set_status(runner, row.id, InstanceStatus::Starting, None, actor).await?;
+            progress.step(1, "Starting the VM").await?;
+            driver.start(id).await.map_err(Into::into)
+        }
     };
     settle(runner, &row, actor).await?;
     result
@@ -294,6 +307,49 @@ async fn snapshot(
         driver.start(id).await?;
     }
     Ok(done?)
+}
+
+/// Stops the VM (the guest is asked, then cut off after the stop timeout)
+/// and leaves the instance `suspended`, which its owner cannot start. The
+/// reason, from the action's parameters, is shown to the owner.
+async fn suspend(
+    runner: &Runner,
+    progress: &Progress<'_>,
+    row: &instance::Model,
+) -> anyhow::Result<()> {
+    let reason = progress.action.params["reason"]
+        .as_str()
+        .unwrap_or("Suspended by the platform.")
+        .to_owned();
+    let driver = driver_of(runner, row).await?;
+    progress.step(1, "Stopping the VM").await?;
+    let id = row.id.into();
+    let running = match driver.status(id).await {
+        Ok(status) => matches!(status, VmStatus::Running | VmStatus::Paused),
+        // No VM (a failed provisioning): nothing runs to stop.
+        Err(vmcloud_hypervisor::Error::NotFound(_)) => false,
+        Err(err) => return Err(err.into()),
+    };
+    if running {
+        set_status(
+            runner,
+            row.id,
+            InstanceStatus::Stopping,
+            None,
+            progress.actor(),
+        )
+        .await?;
+        driver.stop(id, runner.settings.stop_timeout).await?;
+    }
+    set_status(
+        runner,
+        row.id,
+        InstanceStatus::Suspended,
+        Some(reason),
+        progress.actor(),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn delete(

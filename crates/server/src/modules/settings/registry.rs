@@ -69,6 +69,7 @@ pub fn registry() -> Vec<Entry> {
         Entry::of::<auth::policy::SecurityPolicy>(),
         Entry::of::<billing::policy::BillingPolicy>(),
         Entry::of::<billing::tax::InvoicingSettings>(),
+        Entry::of::<billing::dunning::DunningPolicy>(),
         Entry::of::<instances::policy::InstancePolicy>(),
         Entry::of::<nodes::NodeDefaults>(),
         Entry::of::<crate::realtime::policy::RealtimePolicy>(),
