@@ -11,14 +11,19 @@ use std::process::{Command, Stdio};
 use chrono::Utc;
 use common::TestApp;
 use common::rows::{catalogue, new_instance, new_node, new_user};
+use reqwest::Method;
 use sea_orm::ActiveModelTrait as _;
 use sea_orm::ActiveValue::Set;
 use serde_json::{Value, json};
 use vmcloud_server::db::entities::instance::InstanceStatus;
 use vmcloud_server::db::entities::node::{NodeDriver, NodeStatus};
+use vmcloud_server::db::entities::subscription::SubscriptionStatus;
 use vmcloud_server::db::entities::support_ticket::{TicketCategory, TicketPriority, TicketStatus};
 use vmcloud_server::db::entities::transaction::TransactionKind;
-use vmcloud_server::db::entities::{audit_log, instance, node, support_ticket, transaction, user};
+use vmcloud_server::db::entities::user::UserRole;
+use vmcloud_server::db::entities::{
+    audit_log, instance, node, subscription, support_ticket, transaction, user,
+};
 use vmcloud_server::modules::monitoring::PAYMENT_FAILED;
 
 async fn seed(app: &TestApp) {
@@ -65,6 +70,19 @@ async fn seed(app: &TestApp) {
         .await
         .expect("ticket");
     }
+
+    subscription::ActiveModel {
+        user_id: Set(cat.user.id),
+        instance_id: Set(Some(running.id)),
+        product_id: Set(cat.product.id),
+        status: Set(SubscriptionStatus::Active),
+        current_period_start: Set(Utc::now()),
+        current_period_end: Set(Utc::now() + chrono::Duration::days(30)),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await
+    .expect("subscription");
 
     transaction::ActiveModel {
         user_id: Set(cat.user.id),
@@ -172,5 +190,47 @@ async fn readiness_names_unreachable_nodes_without_failing() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["degraded_nodes"], json!(["hv-down"]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_dashboard_adds_up_the_seeded_platform() {
+    let app = TestApp::spawn().await;
+    seed(&app).await;
+    let (_, admin) = app
+        .signed_in(
+            "root@example.org",
+            "correct horse battery staple",
+            UserRole::Admin,
+        )
+        .await;
+    let board = app
+        .fetch_json(Method::GET, "/api/v1/admin/dashboard", &admin)
+        .await;
+    // The owner, the active user and the admin (whose test session is made
+    // without a sign-in, so only the active user counts as active).
+    assert_eq!(
+        board["users"],
+        json!({"total": 3, "active_30d": 1, "new_30d": 3})
+    );
+    assert_eq!(board["instances_by_status"]["running"], 1);
+    assert_eq!(board["instances_by_status"]["stopped"], 1);
+    assert_eq!(board["capacity"]["total"]["vcpus"], 16);
+    assert_eq!(board["capacity"]["used"]["vcpus"], 2);
+    assert_eq!(board["capacity"]["free"]["vcpus"], 14);
+    assert_eq!(board["open_tickets_by_priority"]["urgent"], 1);
+    assert_eq!(board["open_tickets_by_priority"]["low"], 0);
+    assert_eq!(board["payment_failures_7d"], 1);
+    assert_eq!(board["dead_jobs"], 0);
+    let revenue = &board["revenue"];
+    assert_eq!(revenue["mrr_minor"], json!({"EUR": 500}));
+    assert_eq!(revenue["arpu_minor"], json!({"EUR": 500}));
+    assert_eq!(revenue["received_this_month_minor"], json!({"EUR": 1500}));
+    assert_eq!(revenue["churn_rate_basis_points"], 0);
+    assert_eq!(
+        app.fetch_json(Method::GET, "/api/v1/admin/billing/revenue", &admin)
+            .await,
+        *revenue
+    );
     app.stop().await;
 }

@@ -152,6 +152,8 @@ fn matrix() -> BTreeMap<&'static str, Access> {
         ("POST /api/v1/admin/billing/users/{id}/adjustments", Admin),
         ("GET /api/v1/admin/settings", Admin),
         ("GET /api/v1/admin/audit-logs", Admin),
+        ("GET /api/v1/admin/dashboard", Admin),
+        ("GET /api/v1/admin/billing/revenue", Staff),
         ("GET /api/v1/admin/settings/{key}", Admin),
         ("PUT /api/v1/admin/settings/{key}", Admin),
         // Customers reach only their own tickets (tests/ownership.rs).

@@ -7,6 +7,7 @@ pub mod admin_addresses;
 pub mod admin_audit;
 pub mod admin_billing;
 pub mod admin_catalog;
+pub mod admin_dashboard;
 pub mod admin_instances;
 pub mod admin_jobs;
 pub mod admin_nodes;

@@ -10,9 +10,10 @@ use utoipa_axum::routes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::http::{
-    AppState, admin_addresses, admin_audit, admin_billing, admin_catalog, admin_instances,
-    admin_jobs, admin_nodes, admin_outbox, admin_settings, admin_users, api_tokens, auth, billing,
-    catalog, console, health, instances, notifications, ssh_keys, tickets, two_factor, users,
+    AppState, admin_addresses, admin_audit, admin_billing, admin_catalog, admin_dashboard,
+    admin_instances, admin_jobs, admin_nodes, admin_outbox, admin_settings, admin_users,
+    api_tokens, auth, billing, catalog, console, health, instances, notifications, ssh_keys,
+    tickets, two_factor, users,
 };
 use crate::modules::support::policy::MAX_ATTACHMENT_BYTES;
 
@@ -105,6 +106,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_users::reset_two_factor))
         .routes(routes!(admin_settings::list))
         .routes(routes!(admin_audit::search))
+        .routes(routes!(admin_dashboard::dashboard))
+        .routes(routes!(admin_dashboard::revenue))
         .routes(routes!(admin_settings::get, admin_settings::update))
         .routes(routes!(admin_outbox::list))
         .routes(routes!(admin_jobs::list))

@@ -16,6 +16,7 @@ pub mod payments;
 pub mod pdf;
 pub mod policy;
 pub mod refunds;
+pub mod revenue;
 pub mod stripe;
 pub mod stripe_client;
 pub mod subscriptions;

@@ -23,6 +23,9 @@ use crate::db::entities::support_ticket::{self, TicketPriority, TicketStatus};
 use crate::db::entities::transaction::{self, TransactionKind};
 use crate::db::entities::{audit_log, user};
 use crate::error::Result;
+use crate::jobs::JobQueue;
+use crate::modules::auth::Actor;
+use crate::modules::billing::revenue::{self, Revenue};
 use crate::modules::nodes::{self, NodeView};
 use exposition::Family;
 
@@ -141,6 +144,75 @@ pub async fn figures(db: &Database, now: DateTime<Utc>) -> Result<Figures> {
         open_tickets_by_priority,
         received_minor,
         payment_failures_7d,
+    })
+}
+
+/// What `GET /api/v1/admin/dashboard` shows.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Dashboard {
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// Every node's capacity added up.
+    pub capacity: CapacitySummary,
+    pub revenue: Revenue,
+    /// Jobs that ran out of attempts and wait for an admin.
+    pub dead_jobs: u64,
+}
+
+/// Installed (after overcommit), used and free, summed over the nodes.
+#[derive(Clone, Copy, Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct CapacitySummary {
+    pub total: nodes::placement::Capacity,
+    pub used: nodes::placement::Capacity,
+    pub free: nodes::placement::Capacity,
+}
+
+/// The admin dashboard at `now`. Admins only.
+pub async fn dashboard(
+    db: &Database,
+    jobs: &JobQueue,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> Result<Dashboard> {
+    actor.require_admin()?;
+    let figures = figures(db, now).await?;
+    let mut capacity = CapacitySummary::default();
+    for node in &figures.nodes {
+        let add = |sum: &mut nodes::placement::Capacity, vcpus, memory_mib, disk_gib| {
+            sum.vcpus += vcpus;
+            sum.memory_mib += memory_mib;
+            sum.disk_gib += disk_gib;
+        };
+        add(
+            &mut capacity.total,
+            node.total.vcpus * i64::from(node.cpu_overcommit_pct) / 100,
+            node.total.memory_mib * i64::from(node.memory_overcommit_pct) / 100,
+            node.total.disk_gib,
+        );
+        add(
+            &mut capacity.used,
+            node.used.vcpus,
+            node.used.memory_mib,
+            node.used.disk_gib,
+        );
+        add(
+            &mut capacity.free,
+            node.free.vcpus,
+            node.free.memory_mib,
+            node.free.disk_gib,
+        );
+    }
+    let revenue = revenue::figures(db, actor, now).await?;
+    let dead_jobs = jobs
+        .stats()
+        .await
+        .map_err(crate::error::Error::Internal)?
+        .dead;
+    Ok(Dashboard {
+        figures,
+        capacity,
+        revenue,
+        dead_jobs,
     })
 }
 

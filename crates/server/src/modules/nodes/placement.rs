@@ -17,7 +17,7 @@ pub enum Strategy {
 }
 
 /// What a node can still take, after overcommit and what is placed on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Capacity {
     pub vcpus: i64,
     pub memory_mib: i64,
