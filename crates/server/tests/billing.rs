@@ -578,6 +578,17 @@ async fn monthly_invoices_are_numbered_without_gaps_with_vat_and_reverse_charge(
         .fetch_json(Method::GET, "/api/v1/billing/invoices", &alice)
         .await;
     assert_eq!(own["items"].as_array().expect("items").len(), 1);
+    // Each account is told of its invoice once, in the app and by email.
+    let told = app
+        .fetch_json(Method::GET, "/api/v1/notifications", &alice)
+        .await;
+    let kinds: Vec<&str> = told["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| n["kind"].as_str().expect("kind"))
+        .collect();
+    assert_eq!(kinds, ["invoice.issued"]);
 
     // Bob pays by bank transfer; an admin records it once.
     let pay = format!("/api/v1/admin/billing/invoices/{bobs_id}/payments");

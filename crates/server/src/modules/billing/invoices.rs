@@ -30,6 +30,8 @@ use crate::db::entities::{instance, invoice_counter, invoice_line, user};
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, InvoiceId, UserId};
 use crate::modules::auth::Actor;
+use crate::modules::events::{self as live, Audience, EventType};
+use crate::modules::notifications::{self, Notice};
 use crate::pagination::{Page, PageRequest, fetch_page};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -421,7 +423,43 @@ async fn issue(
     let paid = settle_in(&txn, user, now).await?;
     let row = paid.into_iter().find(|p| p.id == row.id).unwrap_or(row);
     txn.commit().await?;
+    announce_issued(services, &row).await;
     Ok(Some(row))
+}
+
+/// Tells the account of a new invoice: a live `invoice.issued` event, and a
+/// notification (in-app, and by email unless the account opted out). The
+/// invoice is committed already, so a failure here is only logged.
+async fn announce_issued(services: &Services, row: &invoice::Model) {
+    let number = row.number.clone().unwrap_or_default();
+    let event = live::Event::new(
+        EventType::InvoiceIssued,
+        row.id,
+        serde_json::json!({
+            "number": number,
+            "status": row.status,
+            "total_minor": row.total_minor,
+            "currency": row.currency,
+        }),
+    );
+    live::publish(&services.cache, vec![Audience::User(row.user_id)], event).await;
+    let notice = Notice::InvoiceIssued {
+        invoice_id: row.id,
+        number,
+        total_minor: row.total_minor,
+        currency: row.currency.clone(),
+    };
+    if let Err(err) = notifications::notify(
+        &services.db,
+        &services.cache,
+        &services.jobs,
+        row.user_id,
+        notice,
+    )
+    .await
+    {
+        tracing::warn!(invoice = %row.id, error = %err, "cannot notify an issued invoice");
+    }
 }
 
 /// Pays `user`'s open invoices from the account's credit, oldest first,
