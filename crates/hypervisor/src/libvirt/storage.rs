@@ -63,17 +63,27 @@ pub(crate) fn ensure_pool(connection: &Connect, name: &str, path: &str) -> Resul
         Ok(pool) => pool,
         Err(error) if error_is(&error, ErrorNumber::NoStoragePool) => {
             tracing::info!(pool = name, path, "defining the libvirt storage pool");
-            let pool = connection
-                .define_storage_pool_xml(&pool_xml(name, path), 0)
-                .map_err(libvirt_error)?;
-            pool.build(0).map_err(libvirt_error)?;
-            pool.set_autostart(true).map_err(libvirt_error)?;
-            pool
+            match connection.define_storage_pool_xml(&pool_xml(name, path), 0) {
+                Ok(pool) => {
+                    pool.build(0).map_err(libvirt_error)?;
+                    pool.set_autostart(true).map_err(libvirt_error)?;
+                    pool
+                }
+                // Another connection (a second driver, another process)
+                // defined it in the meantime: use theirs.
+                Err(error) => connection
+                    .lookup_storage_pool_by_name(name)
+                    .map_err(|_| libvirt_error(error))?,
+            }
         }
         Err(error) => return Err(libvirt_error(error)),
     };
-    if !pool.is_active().map_err(libvirt_error)? {
-        pool.create(0).map_err(libvirt_error)?;
+    // Two connections may start it at once; only its being active matters.
+    if !pool.is_active().map_err(libvirt_error)?
+        && let Err(error) = pool.create(0)
+        && !pool.is_active().map_err(libvirt_error)?
+    {
+        return Err(libvirt_error(error));
     }
     Ok(pool)
 }
