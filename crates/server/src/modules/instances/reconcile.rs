@@ -21,10 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, IntoActiveModel as _,
-    QueryFilter as _,
-};
+use sea_orm::{ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -265,16 +262,29 @@ async fn mark_node(runner: &Runner, node: &node::Model, answered: bool) -> anyho
     if status != node.status {
         tracing::warn!(node = node.name, from = ?node.status, to = ?status, "node health changed");
     }
-    let mut active = node.clone().into_active_model();
-    active.status = Set(status);
     if answered {
-        active.last_seen_at = Set(Some(crate::db::entities::now()));
+        let mut seen = node::ActiveModel {
+            id: Set(node.id),
+            last_seen_at: Set(Some(crate::db::entities::now())),
+            ..Default::default()
+        };
         if let Some(accelerator) = runner.services.drivers.accelerator(node.id).await {
-            active.accelerator = Set(Some(accelerator));
+            seen.accelerator = Set(Some(accelerator));
         }
+        seen.update(runner.services.db.writer()).await?;
     }
-    active.update(runner.services.db.writer()).await?;
-    if status != node.status {
+    // Only if the status is still the one read: an admin who drained the
+    // node during the probe keeps their status.
+    let changed = status != node.status
+        && node::Entity::update_many()
+            .col_expr(node::Column::Status, Expr::value(status))
+            .filter(node::Column::Id.eq(node.id))
+            .filter(node::Column::Status.eq(node.status))
+            .exec(runner.services.db.writer())
+            .await?
+            .rows_affected
+            > 0;
+    if changed {
         let event = live::Event::new(
             EventType::NodeStatus,
             node.id,
