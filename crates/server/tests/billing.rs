@@ -18,35 +18,14 @@ use vmcloud_server::db::entities::instance::{self, InstanceStatus};
 use vmcloud_server::db::entities::subscription::{self, SubscriptionStatus};
 use vmcloud_server::db::entities::transaction::{self, TransactionKind};
 use vmcloud_server::db::entities::user::UserRole;
-use vmcloud_server::db::entities::{product, product_region, usage_segment};
+use vmcloud_server::db::entities::{product_region, usage_segment};
 use vmcloud_server::modules::billing::{subscriptions, usage};
 
+use common::billing::{customer, customer_with_vat_id, instance_of, plan};
 use common::{TestApp, problem, rows};
 
 fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, day, hour, minute, 0).unwrap()
-}
-
-async fn plan(app: &TestApp, slug: &str, hourly: i64, monthly: i64) -> product::Model {
-    product::ActiveModel {
-        slug: Set(slug.to_owned()),
-        name: Set(format!("Plan {slug}")),
-        vcpus: Set(1),
-        memory_mib: Set(512),
-        disk_gib: Set(10),
-        transfer_gib: Set(100),
-        price_monthly_minor: Set(monthly),
-        price_hourly_minor: Set(hourly),
-        setup_fee_minor: Set(0),
-        currency: Set("EUR".to_owned()),
-        active: Set(true),
-        hidden: Set(false),
-        sort_order: Set(0),
-        ..Default::default()
-    }
-    .insert(app.state.db.writer())
-    .await
-    .expect("insert plan")
 }
 
 /// Changes the instance as its lifecycle would, and lets billing follow.
@@ -103,9 +82,9 @@ async fn usage_accrues_per_started_hour_into_the_ledger_exactly_once() {
         )
         .await;
     let owner = app.session_for(&cat.user.id.to_string()).await;
-    let capped = plan(&app, "capped", 7, 30).await;
-    let small = plan(&app, "small", 10, 100_000).await;
-    let large = plan(&app, "large", 25, 100_000).await;
+    let capped = plan(&app, &cat, "capped", 7, 30).await;
+    let small = plan(&app, &cat, "small", 10, 100_000).await;
+    let large = plan(&app, &cat, "large", 25, 100_000).await;
 
     // A runs from 10:30 on a plan capped at 30 a month.
     let a = rows::new_instance(db, &cat).await;
@@ -382,64 +361,6 @@ async fn an_order_opens_its_subscription_with_the_plans_prices() {
     );
 }
 
-/// An instance of `owner` on `plan`, with its subscription opened now.
-async fn instance_of(
-    app: &TestApp,
-    clock: &ManualClock,
-    cat: &rows::Catalogue,
-    owner: vmcloud_server::ids::UserId,
-    plan: &product::Model,
-) -> instance::Model {
-    let row = instance::ActiveModel {
-        user_id: Set(owner),
-        product_id: Set(plan.id),
-        region_id: Set(cat.region.id),
-        image_id: Set(cat.image.id),
-        node_id: Set(Some(cat.node.id)),
-        name: Set("web".to_owned()),
-        hostname: Set("web".to_owned()),
-        status: Set(InstanceStatus::Running),
-        vcpus: Set(1),
-        memory_mib: Set(512),
-        disk_gib: Set(10),
-        ..Default::default()
-    }
-    .insert(app.state.db.writer())
-    .await
-    .expect("insert instance");
-    subscriptions::track(
-        &app.state.db,
-        &row,
-        vmcloud_server::clock::Clock::now(clock),
-    )
-    .await
-    .expect("subscription");
-    row
-}
-
-async fn customer(
-    app: &TestApp,
-    email: &str,
-    country: &str,
-    vat_id: Option<&str>,
-) -> (vmcloud_server::ids::UserId, common::Session) {
-    let id = app
-        .create_user(email, "correct horse battery", UserRole::Customer)
-        .await;
-    let user_id: vmcloud_server::ids::UserId = id.parse().expect("id");
-    let row = vmcloud_server::db::entities::user::Entity::find_by_id(user_id)
-        .one(app.state.db.writer())
-        .await
-        .expect("select")
-        .expect("user");
-    let mut active = row.into_active_model();
-    active.country = Set(Some(country.to_owned()));
-    active.vat_id = Set(vat_id.map(str::to_owned));
-    active.company = Set(vat_id.map(|_| "Beispiel GmbH".to_owned()));
-    active.update(app.state.db.writer()).await.expect("update");
-    (user_id, app.session_for(&id).await)
-}
-
 #[tokio::test]
 async fn monthly_invoices_are_numbered_without_gaps_with_vat_and_reverse_charge() {
     let clock = ManualClock::new(at(31, 20, 0));
@@ -452,10 +373,11 @@ async fn monthly_invoices_are_numbered_without_gaps_with_vat_and_reverse_charge(
             UserRole::Admin,
         )
         .await;
-    let hourly = plan(&app, "hourly", 10, 100_000).await;
-    let (alice_id, alice) = customer(&app, "alice@example.com", "FR", None).await;
-    let (bob_id, bob) = customer(&app, "bob@example.com", "DE", Some("DE 123456789")).await;
-    let (carol_id, _carol) = customer(&app, "carol@example.com", "US", None).await;
+    let hourly = plan(&app, &cat, "hourly", 10, 100_000).await;
+    let (alice_id, alice) = customer(&app, "alice@example.com", "FR").await;
+    let (bob_id, bob) =
+        customer_with_vat_id(&app, "bob@example.com", "DE", Some("DE 123456789")).await;
+    let (carol_id, _carol) = customer(&app, "carol@example.com", "US").await;
     for owner in [alice_id, bob_id, carol_id] {
         instance_of(&app, &clock, &cat, owner, &hourly).await;
     }

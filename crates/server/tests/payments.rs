@@ -28,6 +28,7 @@ use vmcloud_server::db::entities::user::{self, UserRole};
 use vmcloud_server::ids::UserId;
 use vmcloud_server::modules::billing::subscriptions;
 
+use common::billing::customer_with_vat_id;
 use common::{Session, TestApp, problem, rows};
 
 const SECRET_KEY: &str = "sk_test_secret_never_shown";
@@ -223,30 +224,6 @@ async fn transactions(app: &TestApp, session: &Session) -> Vec<Value> {
     page["items"].as_array().expect("items").clone()
 }
 
-/// A customer living in `country` (with a VAT id for a business).
-async fn customer(
-    app: &TestApp,
-    email: &str,
-    country: &str,
-    vat_id: Option<&str>,
-) -> (UserId, Session) {
-    let (id, session) = app
-        .signed_in(email, "correct horse battery", UserRole::Customer)
-        .await;
-    let user_id: UserId = id.parse().expect("id");
-    let mut active = user::Entity::find_by_id(user_id)
-        .one(app.state.db.writer())
-        .await
-        .expect("select")
-        .expect("user")
-        .into_active_model();
-    active.country = Set(Some(country.to_owned()));
-    active.vat_id = Set(vat_id.map(str::to_owned));
-    active.company = Set(vat_id.map(|_| "Beispiel GmbH".to_owned()));
-    active.update(app.state.db.writer()).await.expect("update");
-    (user_id, session)
-}
-
 /// Runs instances of `owners` on a plan of 250 an hour from March 31st,
 /// 20:00, then bills March: each owner gets an open invoice of four hours.
 /// The clock ends on April 1st, 00:30.
@@ -421,7 +398,7 @@ async fn without_a_secret_key_card_payments_are_unavailable_and_manual_ones_stil
             UserRole::Admin,
         )
         .await;
-    let (alice_id, alice) = customer(&app, "alice@example.com", "FR", None).await;
+    let (alice_id, alice) = customer_with_vat_id(&app, "alice@example.com", "FR", None).await;
     let response = app
         .send_json(
             Method::POST,
@@ -479,8 +456,8 @@ async fn an_invoice_paid_by_card_is_paid_once_and_refunds_never_exceed_the_payme
             UserRole::Admin,
         )
         .await;
-    let (alice_id, alice) = customer(&app, "alice@example.com", "FR", None).await;
-    let (bob_id, bob) = customer(&app, "bob@example.com", "US", None).await;
+    let (alice_id, alice) = customer_with_vat_id(&app, "alice@example.com", "FR", None).await;
+    let (bob_id, bob) = customer_with_vat_id(&app, "bob@example.com", "US", None).await;
     let invoices = invoice_march(&app, &clock, &[alice_id, bob_id]).await;
     let (alices, bobs) = (&invoices[0], &invoices[1]);
     let (alices_id, bobs_id) = (
@@ -689,8 +666,8 @@ async fn open_invoices_are_voided_and_failed_payments_are_counted_audited_and_em
             UserRole::Admin,
         )
         .await;
-    let (alice_id, alice) = customer(&app, "alice@example.com", "FR", None).await;
-    let (bob_id, _bob) = customer(&app, "bob@example.com", "FR", None).await;
+    let (alice_id, alice) = customer_with_vat_id(&app, "alice@example.com", "FR", None).await;
+    let (bob_id, _bob) = customer_with_vat_id(&app, "bob@example.com", "FR", None).await;
     let invoices = invoice_march(&app, &clock, &[alice_id, bob_id]).await;
     let (alices_id, bobs_id) = (
         invoices[0]["id"].as_str().expect("id"),
@@ -830,8 +807,9 @@ async fn an_invoice_pdf_carries_its_number_parties_lines_and_totals() {
         )
         .await;
     assert_eq!(response.status(), 200);
-    let (alice_id, alice) = customer(&app, "alice@example.com", "FR", None).await;
-    let (bob_id, bob) = customer(&app, "bob@example.com", "DE", Some("DE123456789")).await;
+    let (alice_id, alice) = customer_with_vat_id(&app, "alice@example.com", "FR", None).await;
+    let (bob_id, bob) =
+        customer_with_vat_id(&app, "bob@example.com", "DE", Some("DE123456789")).await;
     let invoices = invoice_march(&app, &clock, &[alice_id, bob_id]).await;
     let (alices, bobs) = (&invoices[0], &invoices[1]);
     let alices_id = alices["id"].as_str().expect("id");

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::mail::Email;
+use crate::modules::billing::money::format as money;
 use crate::modules::notifications::Notice;
 
 fn french(locale: &str) -> bool {
@@ -165,18 +166,6 @@ pub struct NoticeTexts {
     pub body: String,
     pub subject: String,
     pub email_body: String,
-}
-
-/// `12.50 EUR`: minor units shown with the currency's decimals.
-pub fn money(minor: i64, currency: &str) -> String {
-    // ISO 4217 currencies without minor units that a VM host may bill in.
-    const WHOLE: [&str; 4] = ["JPY", "KRW", "ISK", "CLP"];
-    if WHOLE.contains(&currency) {
-        return format!("{minor} {currency}");
-    }
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    format!("{sign}{}.{:02} {currency}", abs / 100, abs % 100)
 }
 
 fn day(at: DateTime<Utc>, french: bool) -> String {
@@ -563,14 +552,6 @@ mod tests {
         }
         assert!(fr.body_text.contains("a répondu"));
         assert!(en.body_text.contains("replied"));
-    }
-
-    #[test]
-    fn money_shows_minor_units_with_the_currency() {
-        assert_eq!(money(1250, "EUR"), "12.50 EUR");
-        assert_eq!(money(5, "USD"), "0.05 USD");
-        assert_eq!(money(-199, "EUR"), "-1.99 EUR");
-        assert_eq!(money(1500, "JPY"), "1500 JPY");
     }
 
     #[test]

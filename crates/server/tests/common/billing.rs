@@ -90,6 +90,17 @@ pub async fn instance_of(
 
 /// A customer in `country` (no VAT outside the EU), signed in.
 pub async fn customer(app: &TestApp, email: &str, country: &str) -> (UserId, Session) {
+    customer_with_vat_id(app, email, country, None).await
+}
+
+/// A customer in `country`, a company with `vat_id` when there is one,
+/// signed in.
+pub async fn customer_with_vat_id(
+    app: &TestApp,
+    email: &str,
+    country: &str,
+    vat_id: Option<&str>,
+) -> (UserId, Session) {
     let id = app.create_user(email, PASSWORD, UserRole::Customer).await;
     let user_id: UserId = id.parse().expect("id");
     let row = user::Entity::find_by_id(user_id)
@@ -99,6 +110,8 @@ pub async fn customer(app: &TestApp, email: &str, country: &str) -> (UserId, Ses
         .expect("user");
     let mut active = row.into_active_model();
     active.country = Set(Some(country.to_owned()));
+    active.vat_id = Set(vat_id.map(str::to_owned));
+    active.company = Set(vat_id.map(|_| "Beispiel GmbH".to_owned()));
     active.update(app.state.db.writer()).await.expect("update");
     (user_id, app.session_for(&id).await)
 }

@@ -525,7 +525,7 @@ fn owed(overdue: &[invoice::Model]) -> String {
         }
     }
     sums.iter()
-        .map(|(currency, minor)| templates::money(*minor, currency))
+        .map(|(currency, minor)| super::money::format(*minor, currency))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -105,7 +105,7 @@ pub async fn check_order<C: sea_orm::ConnectionTrait>(
     Err(Error::PaymentRequired(format!(
         "Ordering needs credit on your account: your balance is {}. Top up your account, \
          then order again.",
-        crate::mail::templates::money(balance, currency)
+        super::money::format(balance, currency)
     )))
 }
 
