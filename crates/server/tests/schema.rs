@@ -352,6 +352,7 @@ async fn every_entity_round_trips_with_every_column_set() {
             current_period_end: at(28),
             cancelled_at: Some(at(20)),
             accrued_until: Some(at(19)),
+            accrued_month_minor: Some(1_234),
             created_at: at(1),
             updated_at: at(2),
         },

@@ -32,6 +32,9 @@ pub struct Model {
     /// Usage is charged up to here (an hour boundary); `None` before the
     /// first charge.
     pub accrued_until: Option<DateTimeUtc>,
+    /// What was charged in `accrued_until`'s month before it, for the
+    /// monthly cap; `None` when unknown (then the ledger is summed).
+    pub accrued_month_minor: Option<i64>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

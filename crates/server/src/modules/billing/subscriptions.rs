@@ -2,6 +2,8 @@
 //! to a new usage segment when the instance is resized, stopped or started,
 //! and cancelled when it is deleted.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
@@ -16,6 +18,7 @@ use crate::db::entities::instance::{self, InstanceStatus};
 use crate::db::entities::subscription::{self, SubscriptionStatus};
 use crate::db::entities::{product, usage_segment};
 use crate::error::Result;
+use crate::ids::SubscriptionId;
 
 /// Opens the subscription of a new instance, in the transaction that writes
 /// the instance, with its first usage segment.
@@ -34,6 +37,7 @@ pub async fn open<C: ConnectionTrait>(
         current_period_end: Set(next_month_start(now)),
         cancelled_at: Set(None),
         accrued_until: Set(None),
+        accrued_month_minor: Set(None),
         ..Default::default()
     }
     .insert(conn)
@@ -175,25 +179,32 @@ pub async fn track(db: &Database, row: &instance::Model, now: DateTime<Utc>) -> 
     Ok(txn.commit().await?)
 }
 
-/// The segments of a subscription, oldest first.
-pub async fn segments<C: ConnectionTrait>(
+/// The segments of each of `subscriptions`, oldest first; one without
+/// segments is absent.
+pub async fn segments_of<C: ConnectionTrait>(
     conn: &C,
-    subscription: &subscription::Model,
-) -> Result<Vec<Segment>> {
-    Ok(usage_segment::Entity::find()
-        .filter(usage_segment::Column::SubscriptionId.eq(subscription.id))
+    subscriptions: &[SubscriptionId],
+) -> Result<HashMap<SubscriptionId, Vec<Segment>>> {
+    let mut by_subscription: HashMap<SubscriptionId, Vec<Segment>> = HashMap::new();
+    let rows = usage_segment::Entity::find()
+        .filter(usage_segment::Column::SubscriptionId.is_in(subscriptions.iter().copied()))
+        .order_by_asc(usage_segment::Column::SubscriptionId)
         .order_by_asc(usage_segment::Column::StartedAt)
         .all(conn)
-        .await?
-        .into_iter()
-        .map(|s| Segment {
-            product_id: s.product_id,
-            running: s.running,
-            hourly_minor: s.hourly_minor,
-            monthly_minor: s.monthly_minor,
-            currency: s.currency,
-            started_at: s.started_at,
-            ended_at: s.ended_at,
-        })
-        .collect())
+        .await?;
+    for s in rows {
+        by_subscription
+            .entry(s.subscription_id)
+            .or_default()
+            .push(Segment {
+                product_id: s.product_id,
+                running: s.running,
+                hourly_minor: s.hourly_minor,
+                monthly_minor: s.monthly_minor,
+                currency: s.currency,
+                started_at: s.started_at,
+                ended_at: s.ended_at,
+            });
+    }
+    Ok(by_subscription)
 }

@@ -5,17 +5,20 @@
 //! hour is over, or when the subscription ended during it. Each charge
 //! carries the idempotency key `usage:{subscription}:{hour}`, unique in the
 //! ledger, so a run retried after a crash or racing another run cannot book
-//! an hour twice; the subscription's `accrued_until` cursor, moved in the
-//! same transaction, only spares the next run the work.
+//! an hour twice. The subscription's `accrued_until` cursor and what it was
+//! charged in the cursor's month (`accrued_month_minor`, for the cap) move in
+//! the same transaction, so a run reads neither the ledger nor hours it has
+//! done. Subscriptions go by batches of [`BATCH`], one transaction each: a
+//! run killed between two batches leaves whole batches behind it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{Expr, ExprTrait as _};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait as _};
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, Condition, EntityTrait as _, IntoActiveModel as _,
-    QueryFilter as _, QuerySelect as _,
+    ColumnTrait as _, Condition, EntityTrait as _, QueryFilter as _, QueryOrder as _,
+    QuerySelect as _,
 };
 use serde::Serialize;
 
@@ -37,6 +40,13 @@ pub struct AccrualRun {
     pub charges: u64,
 }
 
+/// Subscriptions charged per write transaction: few enough that a batch's
+/// locks are brief and its statements stay within SQLite's parameter limit,
+/// many enough that 100k subscriptions cost a few hundred round trips.
+const BATCH: usize = 500;
+/// Ledger rows per INSERT (15 parameters each).
+const ROWS_PER_INSERT: usize = 1_000;
+
 /// Charges every subscription's finished hours up to the clock's now.
 pub async fn accrue_all(services: &Services) -> Result<AccrualRun> {
     let now = services.clock.now();
@@ -57,6 +67,9 @@ pub async fn accrue_all(services: &Services) -> Result<AccrualRun> {
                         .lt(Expr::col(subscription::Column::CancelledAt)),
                 ),
         )
+        // Every run takes the batches, and locks their rows, in the same
+        // order: two runs queue behind each other and never deadlock.
+        .order_by_asc(subscription::Column::Id)
         .into_tuple::<SubscriptionId>()
         .all(services.db.writer())
         .await?;
@@ -64,32 +77,63 @@ pub async fn accrue_all(services: &Services) -> Result<AccrualRun> {
         subscriptions: due.len(),
         charges: 0,
     };
-    for id in due {
-        run.charges += accrue(services, policy.charge_stopped_instances, id, now).await?;
+    for batch in due.chunks(BATCH) {
+        run.charges += accrue_batch(services, policy.charge_stopped_instances, batch, now).await?;
     }
     Ok(run)
 }
 
-/// Charges one subscription's finished hours, in one transaction.
-async fn accrue(
+/// What a run charges one subscription, and where its cursor moves.
+struct Accrual {
+    subscription: subscription::Model,
+    charges: Vec<HourCharge>,
+    until: DateTime<Utc>,
+    /// Charged in `until`'s month before `until`.
+    month_minor: i64,
+}
+
+/// Charges a batch of subscriptions' finished hours, in one transaction.
+async fn accrue_batch(
     services: &Services,
     charge_stopped: bool,
-    id: SubscriptionId,
+    ids: &[SubscriptionId],
     now: DateTime<Utc>,
 ) -> Result<u64> {
     let txn = services.db.begin_write().await?;
     // Runs racing on PostgreSQL queue here, and the later one finds the
-    // cursor moved (SQLite's write transaction already serialises them).
-    let Some(sub) = subscription::Entity::find_by_id(id)
+    // cursors moved (SQLite's write transaction already serialises them).
+    let subs = subscription::Entity::find()
+        .filter(subscription::Column::Id.is_in(ids.iter().copied()))
+        .order_by_asc(subscription::Column::Id)
         .lock_exclusive()
-        .one(&txn)
-        .await?
-    else {
-        return Ok(0);
-    };
-    let segments = subscriptions::segments(&txn, &sub).await?;
+        .all(&txn)
+        .await?;
+    let mut segments = subscriptions::segments_of(&txn, ids).await?;
+    let mut accruals = Vec::with_capacity(subs.len());
+    for sub in subs {
+        let Some(segments) = segments.remove(&sub.id) else {
+            continue;
+        };
+        if let Some(accrual) = accrual(&txn, sub, &segments, charge_stopped, now).await? {
+            accruals.push(accrual);
+        }
+    }
+    let booked = book(&txn, &accruals).await?;
+    move_cursors(&txn, &accruals).await?;
+    txn.commit().await?;
+    Ok(booked)
+}
+
+/// The hours of `sub` that are over and not yet charged, priced.
+async fn accrual<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    sub: subscription::Model,
+    segments: &[hours::Segment],
+    charge_stopped: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<Accrual>> {
     let Some(first) = segments.first() else {
-        return Ok(0);
+        return Ok(None);
     };
     let from = sub
         .accrued_until
@@ -99,19 +143,58 @@ async fn accrue(
         None => hour_floor(now),
     };
     if from >= until {
-        return Ok(0);
+        return Ok(None);
     }
-    let charged_in_month = match sub.instance_id {
-        Some(instance) => charged_between(&txn, instance, month_start(from), from).await?,
-        None => 0,
+    let charged_in_month = match (sub.accrued_until, sub.accrued_month_minor, sub.instance_id) {
+        (Some(_), Some(known), _) => known,
+        // No cursor yet, or one older than the running total: the ledger
+        // knows.
+        (_, _, Some(instance)) => charged_between(conn, instance, month_start(from), from).await?,
+        (_, _, None) => 0,
     };
-    let due = hours::charges(&segments, charge_stopped, from, until, charged_in_month);
-    let booked = book(&txn, &sub, &due).await?;
-    let mut active = sub.into_active_model();
-    active.accrued_until = Set(Some(until));
-    active.update(&txn).await?;
-    txn.commit().await?;
-    Ok(booked)
+    let charges = hours::charges(segments, charge_stopped, from, until, charged_in_month);
+    let month = month_start(until);
+    let in_month: i64 = charges
+        .iter()
+        .filter(|c| c.hour >= month)
+        .map(|c| c.amount_minor)
+        .sum();
+    let month_minor = if month == month_start(from) {
+        charged_in_month + in_month
+    } else {
+        in_month
+    };
+    Ok(Some(Accrual {
+        subscription: sub,
+        charges,
+        until,
+        month_minor,
+    }))
+}
+
+/// Moves the batch's cursors and running totals, in one statement.
+async fn move_cursors<C: sea_orm::ConnectionTrait>(conn: &C, accruals: &[Accrual]) -> Result<()> {
+    if accruals.is_empty() {
+        return Ok(());
+    }
+    let mut until = CaseStatement::new();
+    let mut month = CaseStatement::new();
+    for accrual in accruals {
+        let this = subscription::Column::Id.eq(accrual.subscription.id);
+        until = until.case(this.clone(), Expr::val(accrual.until));
+        month = month.case(this, Expr::val(accrual.month_minor));
+    }
+    subscription::Entity::update_many()
+        .col_expr(subscription::Column::AccruedUntil, until.into())
+        .col_expr(subscription::Column::AccruedMonthMinor, month.into())
+        .col_expr(
+            subscription::Column::UpdatedAt,
+            Expr::val(crate::db::entities::now()),
+        )
+        .filter(subscription::Column::Id.is_in(accruals.iter().map(|a| a.subscription.id)))
+        .exec(conn)
+        .await?;
+    Ok(())
 }
 
 /// What an instance was charged for the hours in `[from, until)`.
@@ -138,62 +221,80 @@ async fn charged_between<C: sea_orm::ConnectionTrait>(
     Ok(-sum.unwrap_or_default())
 }
 
-/// Writes the charges; an hour already in the ledger is left as it is.
-async fn book<C: sea_orm::ConnectionTrait>(
-    conn: &C,
-    sub: &subscription::Model,
-    charges: &[HourCharge],
-) -> Result<u64> {
-    if charges.is_empty() {
+/// Writes the batch's charges; an hour already in the ledger is left as it
+/// is.
+async fn book<C: sea_orm::ConnectionTrait>(conn: &C, accruals: &[Accrual]) -> Result<u64> {
+    let charged = || accruals.iter().filter(|a| !a.charges.is_empty());
+    if charged().next().is_none() {
         return Ok(0);
     }
     let plans: HashMap<ProductId, String> = product::Entity::find()
-        .filter(product::Column::Id.is_in(charges.iter().map(|c| c.product_id)))
+        .filter(
+            product::Column::Id.is_in(
+                charged()
+                    .flat_map(|a| a.charges.iter().map(|c| c.product_id))
+                    .collect::<HashSet<_>>(),
+            ),
+        )
         .all(conn)
         .await?
         .into_iter()
         .map(|p| (p.id, p.name))
         .collect();
-    let instance_name = match sub.instance_id {
-        Some(id) => instance::Entity::find_by_id(id)
-            .one(conn)
-            .await?
-            .map(|i| i.name),
-        None => None,
-    };
-    let stamp = crate::db::entities::now();
-    let rows = charges.iter().map(|charge| {
-        let plan = plans.get(&charge.product_id).map_or("", String::as_str);
-        transaction::ActiveModel {
-            id: Set(TransactionId::new()),
-            user_id: Set(sub.user_id),
-            kind: Set(TransactionKind::Usage),
-            amount_minor: Set(-charge.amount_minor),
-            currency: Set(charge.currency.clone()),
-            invoice_id: Set(None),
-            instance_id: Set(sub.instance_id),
-            provider: Set(None),
-            provider_ref: Set(None),
-            idempotency_key: Set(Some(usage_key(sub.id, charge.hour))),
-            usage_hour: Set(Some(charge.hour)),
-            description: Set(format!(
-                "{} ({plan}), {} UTC",
-                instance_name.as_deref().unwrap_or("Deleted instance"),
-                charge.hour.format("%Y-%m-%d %H:00"),
-            )),
-            created_by: Set(None),
-            created_at: Set(stamp),
-            updated_at: Set(stamp),
+    let instance_names: HashMap<InstanceId, String> = instance::Entity::find()
+        .select_only()
+        .column(instance::Column::Id)
+        .column(instance::Column::Name)
+        .filter(instance::Column::Id.is_in(charged().filter_map(|a| a.subscription.instance_id)))
+        .into_tuple()
+        .all(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let (plans, stamp) = (&plans, crate::db::entities::now());
+    let rows: Vec<_> = charged()
+        .flat_map(|accrual| {
+            let sub = &accrual.subscription;
+            let instance_name = sub
+                .instance_id
+                .and_then(|id| instance_names.get(&id))
+                .map_or("Deleted instance", String::as_str);
+            accrual.charges.iter().map(move |charge| {
+                let plan = plans.get(&charge.product_id).map_or("", String::as_str);
+                transaction::ActiveModel {
+                    id: Set(TransactionId::new()),
+                    user_id: Set(sub.user_id),
+                    kind: Set(TransactionKind::Usage),
+                    amount_minor: Set(-charge.amount_minor),
+                    currency: Set(charge.currency.clone()),
+                    invoice_id: Set(None),
+                    instance_id: Set(sub.instance_id),
+                    provider: Set(None),
+                    provider_ref: Set(None),
+                    idempotency_key: Set(Some(usage_key(sub.id, charge.hour))),
+                    usage_hour: Set(Some(charge.hour)),
+                    description: Set(format!(
+                        "{instance_name} ({plan}), {} UTC",
+                        charge.hour.format("%Y-%m-%d %H:00"),
+                    )),
+                    created_by: Set(None),
+                    created_at: Set(stamp),
+                    updated_at: Set(stamp),
+                }
+            })
+        })
+        .collect();
+    let mut booked = 0;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let inserted = transaction::Entity::insert_many(chunk.to_vec())
+            .on_conflict_do_nothing_on([transaction::Column::IdempotencyKey])
+            .exec_without_returning(conn)
+            .await?;
+        if let sea_orm::TryInsertResult::Inserted(rows) = inserted {
+            booked += rows;
         }
-    });
-    let inserted = transaction::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([transaction::Column::IdempotencyKey])
-        .exec_without_returning(conn)
-        .await?;
-    Ok(match inserted {
-        sea_orm::TryInsertResult::Inserted(rows) => rows,
-        sea_orm::TryInsertResult::Empty | sea_orm::TryInsertResult::Conflicted => 0,
-    })
+    }
+    Ok(booked)
 }
 
 /// Charges the plan's setup fee, if it has one, in the order's
@@ -276,9 +377,11 @@ pub async fn report(services: &Services, actor: &Actor) -> Result<UsageReport> {
         )
         .all(conn)
         .await?;
+    let ids: Vec<_> = subs.iter().map(|s| s.id).collect();
+    let mut segments_of = subscriptions::segments_of(conn, &ids).await?;
     let mut instances = Vec::with_capacity(subs.len());
     for sub in subs {
-        let segments = subscriptions::segments(conn, &sub).await?;
+        let segments = segments_of.remove(&sub.id).unwrap_or_default();
         let Some(last) = segments.last() else {
             continue;
         };
