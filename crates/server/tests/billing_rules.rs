@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::{DateTime, TimeZone as _, Utc};
-use common::billing::{customer, instance_of, plan};
+use common::billing::{assert_ledger_adds_up, customer, instance_of, plan};
 use common::{Session, TestApp, rows};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -246,6 +246,7 @@ async fn coupons_are_redeemed_once_per_account_and_come_off_invoices_before_vat(
     pass(&app).await;
     let april = &invoices(&app, &ada_session).await[1];
     assert_eq!(april["subtotal_minor"], 2 * 7200, "{april}");
+    assert_ledger_adds_up(&app, ada, &ada_session).await;
 }
 
 #[tokio::test]

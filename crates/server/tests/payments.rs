@@ -28,7 +28,7 @@ use vmcloud_server::db::entities::user::{self, UserRole};
 use vmcloud_server::ids::UserId;
 use vmcloud_server::modules::billing::subscriptions;
 
-use common::billing::customer_with_vat_id;
+use common::billing::{assert_ledger_adds_up, customer_with_vat_id};
 use common::{Session, TestApp, problem, rows};
 
 const SECRET_KEY: &str = "sk_test_secret_never_shown";
@@ -644,6 +644,8 @@ async fn an_invoice_paid_by_card_is_paid_once_and_refunds_never_exceed_the_payme
         actions.iter().filter(|a| *a == "billing.refunded").count(),
         2
     );
+    assert_ledger_adds_up(&app, alice_id, &alice).await;
+    assert_ledger_adds_up(&app, bob_id, &bob).await;
 }
 
 async fn failures_counted(app: &TestApp) -> u64 {
@@ -667,7 +669,7 @@ async fn open_invoices_are_voided_and_failed_payments_are_counted_audited_and_em
         )
         .await;
     let (alice_id, alice) = customer_with_vat_id(&app, "alice@example.com", "FR", None).await;
-    let (bob_id, _bob) = customer_with_vat_id(&app, "bob@example.com", "FR", None).await;
+    let (bob_id, bob) = customer_with_vat_id(&app, "bob@example.com", "FR", None).await;
     let invoices = invoice_march(&app, &clock, &[alice_id, bob_id]).await;
     let (alices_id, bobs_id) = (
         invoices[0]["id"].as_str().expect("id"),
@@ -710,6 +712,8 @@ async fn open_invoices_are_voided_and_failed_payments_are_counted_audited_and_em
             .await
             .contains(&"billing.invoice_voided".to_owned())
     );
+    assert_ledger_adds_up(&app, alice_id, &alice).await;
+    assert_ledger_adds_up(&app, bob_id, &bob).await;
 
     // A declined card, reported three times: counted, audited and emailed
     // once, in the customer's language.

@@ -1,11 +1,18 @@
 //! Billing rows and accounts for the billing tests, on simulated time.
 
+use std::collections::{BTreeMap, HashSet};
+
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ActiveModelTrait as _, EntityTrait as _, IntoActiveModel as _};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, IntoActiveModel as _,
+    QueryFilter as _,
+};
 use vmcloud_server::clock::ManualClock;
 use vmcloud_server::db::entities::instance::{self, InstanceStatus};
+use vmcloud_server::db::entities::invoice::{self, InvoiceStatus};
+use vmcloud_server::db::entities::transaction::{self, TransactionKind};
 use vmcloud_server::db::entities::user::{self, UserRole};
-use vmcloud_server::db::entities::{product, product_region};
+use vmcloud_server::db::entities::{invoice_line, product, product_region};
 use vmcloud_server::ids::UserId;
 use vmcloud_server::modules::billing::subscriptions;
 
@@ -114,4 +121,103 @@ pub async fn customer_with_vat_id(
     active.company = Set(vat_id.map(|_| "Beispiel GmbH".to_owned()));
     active.update(app.state.db.writer()).await.expect("update");
     (user_id, app.session_for(&id).await)
+}
+
+/// Checks that `user`'s money adds up, from the rows themselves:
+/// - each invoice's lines make its subtotal, and subtotal plus VAT its total;
+/// - its total is what the ledger debited for it: the usage and setup fees
+///   of its period, less its coupon credits, plus its VAT (and nothing once
+///   it is voided, whose row credits it all back);
+/// - every other row is money in or out, or usage not invoiced yet;
+/// - the balance the API shows is the sum of the rows, per currency.
+pub async fn assert_ledger_adds_up(app: &TestApp, user: UserId, session: &Session) {
+    let conn = app.state.db.writer();
+    let rows = transaction::Entity::find()
+        .filter(transaction::Column::UserId.eq(user))
+        .all(conn)
+        .await
+        .expect("ledger");
+    let invoices = invoice::Entity::find()
+        .filter(invoice::Column::UserId.eq(user))
+        .all(conn)
+        .await
+        .expect("invoices");
+    let mut attributed = HashSet::new();
+    for bill in &invoices {
+        let number = bill.number.as_deref().unwrap_or("draft");
+        let lines: i64 = invoice_line::Entity::find()
+            .filter(invoice_line::Column::InvoiceId.eq(bill.id))
+            .all(conn)
+            .await
+            .expect("lines")
+            .iter()
+            .map(|l| l.amount_minor)
+            .sum();
+        assert_eq!(
+            lines, bill.subtotal_minor,
+            "{number}: lines make the subtotal"
+        );
+        assert_eq!(
+            bill.subtotal_minor + bill.tax_minor,
+            bill.total_minor,
+            "{number}: subtotal and VAT make the total"
+        );
+        let debits: Vec<&transaction::Model> = rows
+            .iter()
+            .filter(|r| r.currency == bill.currency)
+            .filter(|r| match r.kind {
+                TransactionKind::Usage | TransactionKind::SetupFee => r
+                    .usage_hour
+                    .is_some_and(|h| h >= bill.period_start && h < bill.period_end),
+                TransactionKind::Coupon | TransactionKind::Invoice => r.invoice_id == Some(bill.id),
+                _ => false,
+            })
+            .collect();
+        let owed = if bill.status == InvoiceStatus::Void {
+            0
+        } else {
+            bill.total_minor
+        };
+        assert_eq!(
+            -debits.iter().map(|r| r.amount_minor).sum::<i64>(),
+            owed,
+            "{number}: the ledger debited its total"
+        );
+        attributed.extend(debits.iter().map(|r| r.id));
+    }
+    for row in rows.iter().filter(|r| !attributed.contains(&r.id)) {
+        assert!(
+            matches!(
+                row.kind,
+                TransactionKind::TopUp
+                    | TransactionKind::Payment
+                    | TransactionKind::CreditAdjustment
+                    | TransactionKind::Refund
+                    | TransactionKind::Usage
+                    | TransactionKind::SetupFee
+            ),
+            "a {:?} row belongs to no invoice: {}",
+            row.kind,
+            row.description
+        );
+    }
+    let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+    for row in &rows {
+        *sums.entry(row.currency.as_str()).or_default() += row.amount_minor;
+    }
+    let shown = app
+        .fetch_json(reqwest::Method::GET, "/api/v1/billing/balance", session)
+        .await;
+    for (currency, sum) in sums {
+        let balance = shown
+            .as_array()
+            .expect("balances")
+            .iter()
+            .find(|b| b["currency"] == currency)
+            .unwrap_or_else(|| panic!("a {currency} balance"));
+        assert_eq!(
+            balance["amount_minor"], sum,
+            "{currency} balance is the sum"
+        );
+    }
 }
