@@ -2,8 +2,9 @@
 //! instances), customers and staff exchange Markdown messages, staff add
 //! internal notes customers never see, attach files, assign the ticket to a
 //! member of Support and move it through the workflow of [`rules`]. Each
-//! public reply is emailed to the other side and pushed live; a resolved
-//! ticket left silent closes itself ([`run_auto_close`]).
+//! public reply is notified to the other side (in the app and by email) and
+//! pushed live; a resolved ticket left silent closes itself
+//! ([`run_auto_close`]).
 //!
 //! Customers see only their own tickets ([`access`]); Support and Admin see
 //! them all. Ticket times come from the services' [`Clock`], so tests drive
@@ -382,9 +383,9 @@ pub async fn get(services: &Services, actor: &Actor, id: TicketId) -> Result<Tic
 }
 
 /// Adds a message. A public reply hands the turn to the other side (see
-/// [`rules::after_reply`]), dates the first staff response, and is emailed
-/// and pushed live to the other side; an internal note (staff only) changes
-/// nothing but the thread and reaches staff only.
+/// [`rules::after_reply`]), dates the first staff response, and is notified
+/// (in the app and by email) and pushed live to the other side; an internal
+/// note (staff only) changes nothing but the thread and reaches staff only.
 pub async fn reply(
     services: &Services,
     actor: &Actor,
