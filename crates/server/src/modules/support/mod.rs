@@ -330,7 +330,7 @@ pub async fn list(
     page: PageRequest,
 ) -> Result<Page<TicketView>> {
     let mut scope = Condition::all();
-    if !actor.is_staff() {
+    if !actor.is_staff()? {
         scope = scope.add(support_ticket::Column::UserId.eq(actor.user_id));
     }
     if let Some(status) = filter.status {
@@ -363,7 +363,7 @@ pub async fn get(services: &Services, actor: &Actor, id: TicketId) -> Result<Tic
         .filter(ticket_message::Column::TicketId.eq(id))
         .order_by_asc(ticket_message::Column::CreatedAt)
         .order_by_asc(ticket_message::Column::Id);
-    if !actor.is_staff() {
+    if !actor.sees_staff_details() {
         messages = messages.filter(ticket_message::Column::Internal.eq(false));
     }
     let messages = messages.all(services.db.writer()).await?;
@@ -393,7 +393,7 @@ pub async fn reply(
     new: NewMessage,
 ) -> Result<MessageView> {
     let body = check_body(&new.body).map_err(|field| Error::invalid(vec![field]))?;
-    if new.internal && !actor.is_staff() {
+    if new.internal && !actor.is_staff()? {
         return Err(Error::Forbidden(
             "Only support staff write internal notes.".to_owned(),
         ));
