@@ -40,6 +40,7 @@ fn token_check(c: &mut Criterion) {
                 },
                 impersonator: claims.imp,
                 two_factor: claims.mfa,
+                staff_held_back: false,
             };
             black_box(actor.is_staff())
         });

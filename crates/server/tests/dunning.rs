@@ -2,11 +2,13 @@
 //! invoice stays unpaid is marked past due, its instances are really
 //! stopped and kept from starting, then deleted after a warning; paying
 //! restores a suspended account by itself. Passes that overlap take each
-//! step, and send each email, once.
+//! step, and send each email, once. Without VMs: each step is a
+//! notification of the customer's, given once.
 
 mod common;
 
 use chrono::{DateTime, TimeZone as _, Utc};
+use common::billing::{customer, invoice_march};
 use common::cloud::{Cloud, SLOW, guest_image, qemu_running};
 use common::{Session, TestApp, eventually_within, problem};
 use reqwest::Method;
@@ -253,4 +255,54 @@ async fn admins_set_the_dunning_delays_within_bounds() {
             .iter()
             .any(|a| a == "settings.changed")
     );
+}
+
+/// The caller's notifications of `kind`.
+async fn notices(app: &TestApp, session: &Session, kind: &str) -> Vec<Value> {
+    let page = app
+        .fetch_json(Method::GET, "/api/v1/notifications?limit=100", session)
+        .await;
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|n| n["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn each_dunning_step_reaches_the_customers_notifications_once() {
+    let clock = ManualClock::new(at(3, 2, 10));
+    let app = TestApp::spawn_at(clock.clone()).await;
+    let (debtor_id, debtor) = customer(&app, "debtor@example.com", "FR").await;
+    let invoices = invoice_march(&app, &clock, &[debtor_id]).await;
+    let number = invoices[0]["number"].as_str().expect("number");
+
+    // Past the due date (April 15th): the warning names the invoice and
+    // the day of the suspension, however many passes run.
+    clock.set(at(4, 15, 2));
+    passes(&app).await;
+    passes(&app).await;
+    let warned = notices(&app, &debtor, "account.suspension_warning").await;
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    let body = warned[0]["body"].as_str().expect("body");
+    assert!(
+        body.contains(number) && body.contains("2026-04-18"),
+        "{body}"
+    );
+    assert_eq!(warned[0]["link"], "/billing");
+    assert_eq!(emails(&app, debtor_id, EmailKind::InvoiceOverdue).await, 1);
+
+    clock.set(at(4, 18, 2));
+    passes(&app).await;
+    passes(&app).await;
+    let suspended = notices(&app, &debtor, "account.suspended").await;
+    assert_eq!(suspended.len(), 1, "{suspended:?}");
+    assert_eq!(suspended[0]["title"], "Your servers are suspended");
+    assert_eq!(
+        emails(&app, debtor_id, EmailKind::ServicesSuspended).await,
+        1
+    );
+    app.stop().await;
 }

@@ -30,6 +30,9 @@ fn reply(subject: &str) -> Notice {
     Notice::TicketReply {
         ticket_id: TicketId::new(),
         subject: subject.to_owned(),
+        author_name: "Support".to_owned(),
+        reply: "Hello.".to_owned(),
+        url: "https://cloud.example/tickets/1".to_owned(),
     }
 }
 
@@ -205,16 +208,18 @@ async fn texts_follow_the_account_language() {
         &app,
         &ada_id,
         Notice::PaymentFailed {
+            event: "evt_1".to_owned(),
             invoice_id: None,
+            invoice_number: None,
             amount_minor: 999,
             currency: "EUR".to_owned(),
-            reason: "carte refusée".to_owned(),
+            reason: Some("carte refusée".to_owned()),
         },
     )
     .await
     .expect("new");
     let all = list(&app, &ada, "").await;
-    assert_eq!(all["items"][0]["title"], "Échec du paiement");
+    assert_eq!(all["items"][0]["title"], "Votre paiement a échoué");
     assert!(
         all["items"][0]["body"]
             .as_str()

@@ -192,6 +192,9 @@ async fn notifications_of_another_customer_are_not_found() {
     let notice = Notice::TicketReply {
         ticket_id: vmcloud_server::ids::TicketId::new(),
         subject: "Private".to_owned(),
+        author_name: "Support".to_owned(),
+        reply: "Hello.".to_owned(),
+        url: "https://cloud.example/tickets/1".to_owned(),
     };
     let state = &app.state;
     let id = notifications::notify(

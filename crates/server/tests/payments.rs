@@ -25,11 +25,9 @@ use vmcloud_server::clock::ManualClock;
 use vmcloud_server::db::entities::email::{self, EmailKind};
 use vmcloud_server::db::entities::invoice::{self, InvoiceStatus};
 use vmcloud_server::db::entities::user::{self, UserRole};
-use vmcloud_server::ids::UserId;
-use vmcloud_server::modules::billing::subscriptions;
 
-use common::billing::{assert_ledger_adds_up, customer_with_vat_id};
-use common::{Session, TestApp, problem, rows};
+use common::billing::{assert_ledger_adds_up, customer_with_vat_id, invoice_march};
+use common::{Session, TestApp, problem};
 
 const SECRET_KEY: &str = "sk_test_secret_never_shown";
 const WEBHOOK_SECRET: &str = "whsec_test";
@@ -222,43 +220,6 @@ async fn transactions(app: &TestApp, session: &Session) -> Vec<Value> {
         )
         .await;
     page["items"].as_array().expect("items").clone()
-}
-
-/// Runs instances of `owners` on a plan of 250 an hour from March 31st,
-/// 20:00, then bills March: each owner gets an open invoice of four hours.
-/// The clock ends on April 1st, 00:30.
-async fn invoice_march(app: &TestApp, clock: &ManualClock, owners: &[UserId]) -> Vec<Value> {
-    let db = app.state.db.writer();
-    clock.set(at(3, 31, 20));
-    let cat = rows::catalogue(db).await;
-    let mut plan = cat.product.clone().into_active_model();
-    plan.price_hourly_minor = Set(250);
-    plan.price_monthly_minor = Set(100_000);
-    plan.update(db).await.expect("price the plan");
-    for owner in owners {
-        let mut row = rows::new_instance(db, &cat).await.into_active_model();
-        row.user_id = Set(*owner);
-        let row = row.update(db).await.expect("own the instance");
-        subscriptions::track(&app.state.db, &row, at(3, 31, 20))
-            .await
-            .expect("subscription");
-    }
-    clock.set(at(4, 1, 0) + chrono::Duration::minutes(30));
-    vmcloud_server::modules::billing::pass(&app.state.billing())
-        .await
-        .expect("billing pass");
-    let mut issued = Vec::new();
-    for owner in owners {
-        let row = invoice::Entity::find()
-            .filter(invoice::Column::UserId.eq(*owner))
-            .one(db)
-            .await
-            .expect("select")
-            .expect("the owner's invoice");
-        assert_eq!(row.status, InvoiceStatus::Open);
-        issued.push(json!({"id": row.id, "number": row.number, "total_minor": row.total_minor}));
-    }
-    issued
 }
 
 #[tokio::test]
@@ -657,7 +618,7 @@ async fn failures_counted(app: &TestApp) -> u64 {
 }
 
 #[tokio::test]
-async fn open_invoices_are_voided_and_failed_payments_are_counted_audited_and_emailed() {
+async fn open_invoices_are_voided_and_failed_payments_are_counted_audited_and_notified() {
     let stripe = FakeStripe::default();
     let clock = ManualClock::new(at(3, 2, 10));
     let app = platform(&clock, Some(stripe.start().await)).await;
@@ -715,8 +676,8 @@ async fn open_invoices_are_voided_and_failed_payments_are_counted_audited_and_em
     assert_ledger_adds_up(&app, alice_id, &alice).await;
     assert_ledger_adds_up(&app, bob_id, &bob).await;
 
-    // A declined card, reported three times: counted, audited and emailed
-    // once, in the customer's language.
+    // A declined card, reported three times: counted, audited, notified and
+    // emailed once, in the customer's language.
     let mut french = user::Entity::find_by_id(alice_id)
         .one(app.state.db.writer())
         .await
@@ -756,6 +717,24 @@ async fn open_invoices_are_voided_and_failed_payments_are_counted_audited_and_em
     assert_eq!(emails.len(), 1);
     assert_eq!(emails[0].subject, "Votre paiement a échoué");
     assert_eq!(emails[0].to_address, "alice@example.com");
+    // And told once in the app.
+    let told = app
+        .fetch_json(Method::GET, "/api/v1/notifications", &alice)
+        .await;
+    let failures: Vec<&Value> = told["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|n| n["kind"] == "payment.failed")
+        .collect();
+    assert_eq!(failures.len(), 1, "{told}");
+    assert_eq!(failures[0]["title"], "Votre paiement a échoué");
+    assert!(
+        failures[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("12.34 EUR") && b.contains("Your card was declined.")),
+        "{told}"
+    );
 }
 
 /// The text of a PDF, as `pdftotext` (poppler-utils) extracts it.

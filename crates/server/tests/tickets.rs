@@ -841,3 +841,78 @@ async fn replies_are_pushed_live_and_notes_only_to_staff() {
     assert_eq!(bob_live.next("ticket.message").await["id"], mine["id"]);
     app.stop().await;
 }
+
+/// The caller's notifications of `kind`, newest first.
+async fn notices(app: &TestApp, session: &Session, kind: &str) -> Vec<Value> {
+    let page = app
+        .fetch_json(Method::GET, "/api/v1/notifications?limit=100", session)
+        .await;
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|n| n["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reply_is_a_notification_and_an_email_unless_the_email_is_turned_off() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app
+        .signed_in("root@example.org", PASSWORD, UserRole::Admin)
+        .await;
+    let (_, agent) = app
+        .signed_in("agent@example.org", PASSWORD, UserRole::Support)
+        .await;
+    let (_, ada) = app
+        .signed_in("ada@example.org", PASSWORD, UserRole::Customer)
+        .await;
+    let ticket = open_ticket(&app, &ada, "Disk full").await;
+    let id = ticket["id"].as_str().expect("id");
+    let messages = format!("/api/v1/tickets/{id}/messages");
+    // The opening message reaches Support in the app too.
+    assert_eq!(notices(&app, &agent, "ticket.reply").await.len(), 1);
+
+    let reply = json!({"body": "Run `df -h` please."});
+    call(&app, Method::POST, &messages, &agent, &reply, 201).await;
+    let told = notices(&app, &ada, "ticket.reply").await;
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0]["title"], "New reply: Disk full");
+    assert_eq!(told[0]["link"], format!("/support/tickets/{id}"));
+    let outbox = app
+        .fetch_json(
+            Method::GET,
+            "/api/v1/admin/outbox?to=ada@example.org",
+            &admin,
+        )
+        .await;
+    let emails = outbox["items"].as_array().expect("items");
+    assert_eq!(emails.len(), 1, "{outbox}");
+    assert_eq!(emails[0]["kind"], "ticket_reply");
+    assert!(
+        emails[0]["body_text"]
+            .as_str()
+            .is_some_and(|b| b.contains("Run `df -h` please.") && b.contains(id)),
+        "{outbox}"
+    );
+
+    // Turned off, the email stops; the notification does not.
+    let off = app
+        .send_json(
+            Method::PUT,
+            "/api/v1/users/me/notification-preferences",
+            &ada,
+            &json!({"email": {"ticket_reply": false}}),
+        )
+        .await;
+    assert_eq!(off.status(), 200);
+    call(&app, Method::POST, &messages, &agent, &reply, 201).await;
+    assert_eq!(notices(&app, &ada, "ticket.reply").await.len(), 2);
+    assert_eq!(ticket_replies_to(&app, &admin, "ada@example.org").await, 1);
+    // An internal note tells nobody.
+    let note = json!({"body": "Seen before.", "internal": true});
+    call(&app, Method::POST, &messages, &agent, &note, 201).await;
+    assert_eq!(notices(&app, &ada, "ticket.reply").await.len(), 2);
+    app.stop().await;
+}

@@ -389,7 +389,7 @@ async fn an_admin_can_reset_a_lost_device() {
 }
 
 #[tokio::test]
-async fn when_required_staff_must_enrol_before_using_staff_routes() {
+async fn when_required_staff_must_enrol_before_using_staff_powers() {
     let app = TestApp::spawn().await;
     let admin_id = app
         .create_user("root@example.org", PASSWORD, UserRole::Admin)
@@ -423,6 +423,50 @@ async fn when_required_staff_must_enrol_before_using_staff_routes() {
         200,
         "account routes stay open so staff can enrol"
     );
+    // Staff powers are refused through customer routes too: another
+    // account's ticket, every ticket, every instance; the support account's
+    // own ticket stays its own.
+    let customer_id = app
+        .create_user("ada@example.org", PASSWORD, UserRole::Customer)
+        .await;
+    let customer = app.session_for(&customer_id).await;
+    let ticket = json!({"subject": "Help", "category": "technical", "priority": "normal",
+                        "body": "Please."});
+    let theirs = app
+        .send_json(Method::POST, "/api/v1/tickets", &customer, &ticket)
+        .await;
+    assert_eq!(theirs.status(), 201);
+    let theirs: serde_json::Value = theirs.json().await.expect("json");
+    let theirs = format!("/api/v1/tickets/{}", theirs["id"].as_str().expect("id"));
+    let own = app
+        .send_json(Method::POST, "/api/v1/tickets", &support, &ticket)
+        .await;
+    assert_eq!(own.status(), 201);
+    let own: serde_json::Value = own.json().await.expect("json");
+    let own = format!("/api/v1/tickets/{}", own["id"].as_str().expect("id"));
+    assert_eq!(app.status_of(Method::GET, &own, &support).await, 200);
+    for path in [theirs.as_str(), "/api/v1/tickets", "/api/v1/instances"] {
+        let refused = app
+            .authed(Method::GET, path, &support)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(refused.status(), 403, "{path}");
+        assert_eq!(
+            problem(refused).await["type"],
+            "/problems/two-factor-enrolment-required",
+            "{path}"
+        );
+    }
+    let note = app
+        .send_json(
+            Method::POST,
+            &format!("{theirs}/messages"),
+            &support,
+            &json!({"body": "Looking.", "internal": true}),
+        )
+        .await;
+    assert_eq!(note.status(), 403);
 
     enable(&app, &support).await;
     let refreshed = app
@@ -442,6 +486,13 @@ async fn when_required_staff_must_enrol_before_using_staff_routes() {
             .await,
         200
     );
+    for path in [theirs.as_str(), "/api/v1/tickets", "/api/v1/instances"] {
+        assert_eq!(
+            app.status_of(Method::GET, path, &support).await,
+            200,
+            "{path}"
+        );
+    }
     // The admin, still without 2FA, is held to the same rule.
     assert_eq!(
         app.status_of(Method::GET, "/api/v1/admin/settings/security", &admin)

@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 
-use crate::db::entities::user::UserStatus;
+use crate::db::entities::user::{UserRole, UserStatus};
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::problem::Problem;
@@ -147,7 +147,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Actor, 
         if account.status != UserStatus::Active {
             return Err(invalid());
         }
-        return Ok(Actor {
+        let actor = Actor {
             user_id: found.user_id,
             role: account.role,
             credential: Credential::ApiToken {
@@ -157,13 +157,15 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Actor, 
             },
             impersonator: None,
             two_factor: account.totp_enabled_at.is_some(),
-        });
+            staff_held_back: false,
+        };
+        return hold_back_staff(state, actor).await;
     }
     let claims = access::verify(&state.keys, token)?;
     if revocation::is_revoked(&state.cache, &claims).await? {
         return Err(unauthorized("The access token has been revoked."));
     }
-    Ok(Actor {
+    let actor = Actor {
         user_id: claims.sub,
         role: claims.role,
         credential: Credential::Session {
@@ -173,23 +175,24 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Actor, 
         },
         impersonator: claims.imp,
         two_factor: claims.mfa,
-    })
+        staff_held_back: false,
+    };
+    hold_back_staff(state, actor).await
 }
 
-/// When admins require it, staff routes refuse staff who have not turned on
-/// two-factor authentication; their own account routes stay open so they can.
-async fn require_staff_second_factor(actor: &Actor, state: &AppState) -> Result<(), Problem> {
-    if actor.two_factor || actor.impersonator.is_some() {
-        return Ok(());
+/// When admins require it, staff without a second factor are held back from
+/// their staff powers wherever they would use them (see
+/// [`Actor::is_staff`]); their own account routes stay open so they can
+/// enrol. An admin impersonating is not asked for one.
+async fn hold_back_staff(state: &AppState, mut actor: Actor) -> Result<Actor, Error> {
+    if matches!(actor.role, UserRole::Support | UserRole::Admin)
+        && !actor.two_factor
+        && actor.impersonator.is_none()
+    {
+        let policy = settings::load::<SecurityPolicy>(&state.db, &state.cache).await?;
+        actor.staff_held_back = policy.require_2fa_for_staff;
     }
-    let policy = settings::load::<SecurityPolicy>(&state.db, &state.cache).await?;
-    if policy.require_2fa_for_staff {
-        return Err(Error::TwoFactorEnrolmentRequired(
-            "Turn on two-factor authentication for this account to use staff tools.".to_owned(),
-        )
-        .into());
-    }
-    Ok(())
+    Ok(actor)
 }
 
 /// Any signed-in account.
@@ -224,7 +227,6 @@ impl FromRequestParts<AppState> for Staff {
     ) -> Result<Self, Self::Rejection> {
         let actor = authenticate(parts, state).await?;
         actor.require_staff()?;
-        require_staff_second_factor(&actor, state).await?;
         Ok(Self(actor))
     }
 }
@@ -238,7 +240,6 @@ impl FromRequestParts<AppState> for Admin {
     ) -> Result<Self, Self::Rejection> {
         let actor = authenticate(parts, state).await?;
         actor.require_admin()?;
-        require_staff_second_factor(&actor, state).await?;
         Ok(Self(actor))
     }
 }

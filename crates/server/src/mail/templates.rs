@@ -62,102 +62,6 @@ pub fn reset_password(to: &str, name: &str, locale: &str, link: &str) -> Email {
     }
 }
 
-/// What a ticket-reply email says: which ticket, who wrote, and the reply.
-#[derive(Clone, Copy, Debug)]
-pub struct TicketReply<'a> {
-    pub ticket_subject: &'a str,
-    pub author_name: &'a str,
-    /// The reply as written (Markdown reads fine as plain text).
-    pub body: &'a str,
-    pub link: &'a str,
-}
-
-pub fn ticket_reply(to: &str, name: &str, locale: &str, reply: TicketReply<'_>) -> Email {
-    let TicketReply {
-        ticket_subject,
-        author_name,
-        body,
-        link,
-    } = reply;
-    let (subject, body_text) = if french(locale) {
-        (
-            format!("Nouvelle réponse : {ticket_subject}"),
-            format!(
-                "Bonjour {name},\n\n{author_name} a répondu à la demande « {ticket_subject} » :\n\n\
-                 {body}\n\nPour répondre, ouvrez la demande :\n\n{link}\n"
-            ),
-        )
-    } else {
-        (
-            format!("New reply: {ticket_subject}"),
-            format!(
-                "Hello {name},\n\n{author_name} replied to the ticket \"{ticket_subject}\":\n\n\
-                 {body}\n\nTo answer, open the ticket:\n\n{link}\n"
-            ),
-        )
-    };
-    Email {
-        to: to.to_owned(),
-        subject,
-        body_text,
-    }
-}
-
-/// What a failed card payment was for, to tell the customer.
-#[derive(Debug)]
-pub struct PaymentFailure<'a> {
-    /// Formatted with its currency: `12.34 EUR`.
-    pub amount: &'a str,
-    /// The invoice it was to pay; none for a top-up.
-    pub invoice_number: Option<&'a str>,
-    /// The card issuer's reason, as the provider words it.
-    pub reason: Option<&'a str>,
-}
-
-pub fn payment_failed(to: &str, name: &str, locale: &str, failure: &PaymentFailure<'_>) -> Email {
-    let amount = failure.amount;
-    let (subject, body_text) = if french(locale) {
-        let what = failure.invoice_number.map_or_else(
-            || "le crédit de votre compte".to_owned(),
-            |n| format!("la facture {n}"),
-        );
-        let reason = failure
-            .reason
-            .map(|r| format!("Motif donné par votre banque : {r}\n\n"))
-            .unwrap_or_default();
-        (
-            "Votre paiement a échoué".to_owned(),
-            format!(
-                "Bonjour {name},\n\nVotre paiement de {amount} pour {what} n'a pas abouti.\n\n{reason}\
-                 Rien ne vous a été débité. Vous pouvez réessayer depuis la page Facturation, \
-                 avec une autre carte si besoin.\n"
-            ),
-        )
-    } else {
-        let what = failure.invoice_number.map_or_else(
-            || "your account credit".to_owned(),
-            |n| format!("invoice {n}"),
-        );
-        let reason = failure
-            .reason
-            .map(|r| format!("Your bank's reason: {r}\n\n"))
-            .unwrap_or_default();
-        (
-            "Your payment failed".to_owned(),
-            format!(
-                "Hello {name},\n\nYour payment of {amount} for {what} did not go through.\n\n{reason}\
-                 Nothing was charged. You can try again from the Billing page, with another card \
-                 if need be.\n"
-            ),
-        )
-    };
-    Email {
-        to: to.to_owned(),
-        subject,
-        body_text,
-    }
-}
-
 /// What a notice says, in one language: the in-app title and body, and the
 /// email's subject and text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,6 +151,7 @@ pub fn notice(notice: &Notice, name: &str, locale: &str) -> NoticeTexts {
             }
         }
         Notice::PaymentFailed {
+            invoice_number,
             amount_minor,
             currency,
             reason,
@@ -254,97 +159,166 @@ pub fn notice(notice: &Notice, name: &str, locale: &str) -> NoticeTexts {
         } => {
             let amount = money(*amount_minor, currency);
             if fr {
+                let what = invoice_number.as_ref().map_or_else(
+                    || "le crédit de votre compte".to_owned(),
+                    |n| format!("la facture {n}"),
+                );
+                let reason = reason
+                    .as_ref()
+                    .map(|r| format!(" Motif donné par votre banque : {r}."))
+                    .unwrap_or_default();
                 (
-                    "Échec du paiement".to_owned(),
+                    "Votre paiement a échoué".to_owned(),
                     format!(
-                        "Le paiement de {amount} a échoué : {reason}. Mettez à jour votre moyen \
-                         de paiement pour éviter la suspension de vos services."
+                        "Votre paiement de {amount} pour {what} n'a pas abouti.{reason} Rien ne \
+                         vous a été débité. Vous pouvez réessayer depuis la page Facturation, \
+                         avec une autre carte si besoin."
                     ),
                 )
             } else {
+                let what = invoice_number.as_ref().map_or_else(
+                    || "your account credit".to_owned(),
+                    |n| format!("invoice {n}"),
+                );
+                let reason = reason
+                    .as_ref()
+                    .map(|r| format!(" Your bank's reason: {r}."))
+                    .unwrap_or_default();
                 (
-                    "Payment failed".to_owned(),
+                    "Your payment failed".to_owned(),
                     format!(
-                        "The payment of {amount} failed: {reason}. Update your payment method \
-                         to keep your services running."
+                        "Your payment of {amount} for {what} did not go through.{reason} Nothing \
+                         was charged. You can try again from the Billing page, with another card \
+                         if need be."
                     ),
                 )
             }
         }
         Notice::SuspensionWarning {
+            invoices,
+            owed,
             suspend_at,
-            amount_due_minor,
-            currency,
+            ..
         } => {
-            let due = money(*amount_due_minor, currency);
+            let numbers = invoices.join(", ");
             let when = day(*suspend_at, fr);
             if fr {
                 (
-                    "Suspension prochaine de votre compte".to_owned(),
+                    "Facture impayée".to_owned(),
                     format!(
-                        "Votre compte présente un solde dû de {due}. Sans règlement, vos services \
-                         seront suspendus le {when}."
+                        "La date d'échéance de votre facture {numbers} est passée : {owed} \
+                         restent dus. Sans paiement, vos serveurs seront suspendus le {when}. \
+                         Vous pouvez créditer votre compte ou payer la facture depuis la console."
                     ),
                 )
             } else {
                 (
-                    "Your account will be suspended".to_owned(),
+                    "Your invoice is overdue".to_owned(),
                     format!(
-                        "Your account has {due} due. Unless it is paid, your services will be \
-                         suspended on {when}."
+                        "Your invoice {numbers} is past its due date: {owed} is still owed. \
+                         Unless it is paid, your servers will be suspended on {when}. You can \
+                         top up your account or pay the invoice from the console."
                     ),
                 )
             }
         }
-        Notice::Suspended { reason } => {
-            if fr {
-                (
-                    "Votre compte est suspendu".to_owned(),
-                    format!(
-                        "Vos services sont suspendus : {reason}. Contactez le support ou réglez \
-                         le solde dû pour les rétablir."
-                    ),
-                )
-            } else {
-                (
-                    "Your account is suspended".to_owned(),
-                    format!(
-                        "Your services are suspended: {reason}. Contact support or pay the \
-                         amount due to restore them."
-                    ),
-                )
-            }
-        }
-        Notice::TerminationWarning { terminate_at } => {
+        Notice::Suspended {
+            owed, terminate_at, ..
+        } => {
             let when = day(*terminate_at, fr);
             if fr {
                 (
-                    "Suppression prochaine de vos services".to_owned(),
+                    "Vos serveurs sont suspendus".to_owned(),
                     format!(
-                        "Vos services suspendus et leurs données seront supprimés définitivement \
-                         le {when}, sauf règlement d'ici là."
+                        "Vos factures en retard ({owed}) n'ont pas été payées : vos serveurs ont \
+                         été arrêtés et suspendus. Leurs disques et adresses sont conservés. Dès \
+                         le paiement, ils redémarrent automatiquement. Sans paiement, ils seront \
+                         supprimés le {when}."
                     ),
                 )
             } else {
                 (
-                    "Your services will be terminated".to_owned(),
+                    "Your servers are suspended".to_owned(),
                     format!(
-                        "Your suspended services and their data will be deleted for good on \
-                         {when} unless the account is settled by then."
+                        "Your overdue invoices ({owed}) were not paid: your servers were stopped \
+                         and suspended. Their disks and addresses are kept. They start again by \
+                         themselves once you pay. Unless you do, they will be deleted on {when}."
                     ),
                 )
             }
         }
-        Notice::TicketReply { subject, .. } => {
+        Notice::TerminationWarning {
+            owed, terminate_at, ..
+        } => {
+            let when = day(*terminate_at, fr);
+            if fr {
+                (
+                    "Vos serveurs vont être supprimés".to_owned(),
+                    format!(
+                        "Sans paiement de vos factures en retard ({owed}), vos serveurs suspendus \
+                         et leurs disques seront définitivement supprimés le {when}."
+                    ),
+                )
+            } else {
+                (
+                    "Your servers will be deleted".to_owned(),
+                    format!(
+                        "Unless your overdue invoices ({owed}) are paid, your suspended servers \
+                         and their disks will be deleted for good on {when}."
+                    ),
+                )
+            }
+        }
+        Notice::Terminated { owed, .. } => {
+            if fr {
+                (
+                    "Vos serveurs ont été supprimés".to_owned(),
+                    format!(
+                        "Vos factures en retard n'ayant pas été payées, vos serveurs ont été \
+                         supprimés. {owed} restent dus."
+                    ),
+                )
+            } else {
+                (
+                    "Your servers were deleted".to_owned(),
+                    format!(
+                        "As your overdue invoices were not paid, your servers were deleted. \
+                         {owed} is still owed."
+                    ),
+                )
+            }
+        }
+        Notice::Restored { .. } => {
+            if fr {
+                (
+                    "Vos serveurs redémarrent".to_owned(),
+                    "Merci pour votre paiement : vos factures sont réglées et vos serveurs \
+                     suspendus redémarrent."
+                        .to_owned(),
+                )
+            } else {
+                (
+                    "Your servers are starting again".to_owned(),
+                    "Thank you for your payment: your invoices are settled and your suspended \
+                     servers are starting again."
+                        .to_owned(),
+                )
+            }
+        }
+        Notice::TicketReply {
+            subject,
+            author_name,
+            ..
+        } => {
             if fr {
                 (
                     format!("Nouvelle réponse : {subject}"),
-                    format!("Une nouvelle réponse a été ajoutée au ticket « {subject} »."),
+                    format!("{author_name} a répondu à la demande « {subject} »."),
                 )
             } else {
                 (
                     format!("New reply: {subject}"),
-                    format!("There is a new reply on the ticket \"{subject}\"."),
+                    format!("{author_name} replied to the ticket \"{subject}\"."),
                 )
             }
         }
@@ -360,167 +334,31 @@ pub fn notice(notice: &Notice, name: &str, locale: &str) -> NoticeTexts {
         }
     };
     let greeting = if fr { "Bonjour" } else { "Hello" };
+    // A reply is quoted in the email, with the way back to the ticket.
+    let quoted = if let Notice::TicketReply { reply, url, .. } = notice {
+        let open = if fr {
+            "Pour répondre, ouvrez la demande :"
+        } else {
+            "To answer, open the ticket:"
+        };
+        format!("\n\n{reply}\n\n{open}\n\n{url}")
+    } else {
+        String::new()
+    };
     NoticeTexts {
-        email_body: format!("{greeting} {name},\n\n{body}\n\n--\n{footer}\n"),
+        email_body: format!("{greeting} {name},\n\n{body}{quoted}\n\n--\n{footer}\n"),
         subject: title.clone(),
         title,
         body,
     }
 }
 
-fn email(to: &str, subject: &str, body_text: String) -> Email {
-    Email {
-        to: to.to_owned(),
-        subject: subject.to_owned(),
-        body_text,
-    }
-}
-
-/// Dunning's first reminder: `owed` is the overdue total, `suspend_on` the
-/// day the instances are suspended unless it is paid.
-pub fn invoice_overdue(
-    to: &str,
-    name: &str,
-    locale: &str,
-    numbers: &str,
-    owed: &str,
-    suspend_on: &str,
-) -> Email {
-    if french(locale) {
-        email(
-            to,
-            "Facture impayée",
-            format!(
-                "Bonjour {name},\n\nLa date d'échéance de votre facture {numbers} est passée : \
-                 {owed} restent dus.\n\nSans paiement, vos serveurs seront suspendus le \
-                 {suspend_on}. Vous pouvez créditer votre compte ou payer la facture depuis la \
-                 console.\n"
-            ),
-        )
-    } else {
-        email(
-            to,
-            "Your invoice is overdue",
-            format!(
-                "Hello {name},\n\nYour invoice {numbers} is past its due date: {owed} is \
-                 still owed.\n\nUnless it is paid, your servers will be suspended on \
-                 {suspend_on}. You can top up your account or pay the invoice from the \
-                 console.\n"
-            ),
-        )
-    }
-}
-
-pub fn services_suspended(
-    to: &str,
-    name: &str,
-    locale: &str,
-    owed: &str,
-    terminate_on: &str,
-) -> Email {
-    if french(locale) {
-        email(
-            to,
-            "Vos serveurs sont suspendus",
-            format!(
-                "Bonjour {name},\n\nVos factures en retard ({owed}) n'ont pas été payées : vos \
-                 serveurs ont été arrêtés et suspendus. Leurs disques et adresses sont conservés.\n\n\
-                 Dès le paiement, ils redémarrent automatiquement. Sans paiement, ils seront \
-                 supprimés le {terminate_on}.\n"
-            ),
-        )
-    } else {
-        email(
-            to,
-            "Your servers are suspended",
-            format!(
-                "Hello {name},\n\nYour overdue invoices ({owed}) were not paid: your servers \
-                 were stopped and suspended. Their disks and addresses are kept.\n\nThey start \
-                 again by themselves once you pay. Unless you do, they will be deleted on \
-                 {terminate_on}.\n"
-            ),
-        )
-    }
-}
-
-pub fn termination_warning(
-    to: &str,
-    name: &str,
-    locale: &str,
-    owed: &str,
-    terminate_on: &str,
-) -> Email {
-    if french(locale) {
-        email(
-            to,
-            "Vos serveurs vont être supprimés",
-            format!(
-                "Bonjour {name},\n\nSans paiement de vos factures en retard ({owed}), vos \
-                 serveurs suspendus et leurs disques seront définitivement supprimés le \
-                 {terminate_on}.\n"
-            ),
-        )
-    } else {
-        email(
-            to,
-            "Your servers will be deleted",
-            format!(
-                "Hello {name},\n\nUnless your overdue invoices ({owed}) are paid, your \
-                 suspended servers and their disks will be deleted for good on \
-                 {terminate_on}.\n"
-            ),
-        )
-    }
-}
-
-pub fn services_terminated(to: &str, name: &str, locale: &str, owed: &str) -> Email {
-    if french(locale) {
-        email(
-            to,
-            "Vos serveurs ont été supprimés",
-            format!(
-                "Bonjour {name},\n\nVos factures en retard n'ayant pas été payées, vos serveurs \
-                 ont été supprimés. {owed} restent dus.\n"
-            ),
-        )
-    } else {
-        email(
-            to,
-            "Your servers were deleted",
-            format!(
-                "Hello {name},\n\nAs your overdue invoices were not paid, your servers were \
-                 deleted. {owed} is still owed.\n"
-            ),
-        )
-    }
-}
-
-pub fn services_restored(to: &str, name: &str, locale: &str) -> Email {
-    if french(locale) {
-        email(
-            to,
-            "Vos serveurs redémarrent",
-            format!(
-                "Bonjour {name},\n\nMerci pour votre paiement : vos factures sont réglées et vos \
-                 serveurs suspendus redémarrent.\n"
-            ),
-        )
-    } else {
-        email(
-            to,
-            "Your servers are starting again",
-            format!(
-                "Hello {name},\n\nThank you for your payment: your invoices are settled and \
-                 your suspended servers are starting again.\n"
-            ),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone as _;
+
     use super::*;
-    use crate::ids::InstanceId;
+    use crate::ids::{DunningCaseId, InstanceId, TicketId};
 
     #[test]
     fn the_link_is_in_the_body_in_either_language() {
@@ -536,22 +374,24 @@ mod tests {
     }
 
     #[test]
-    fn a_ticket_reply_quotes_the_reply_in_the_recipients_language() {
-        let reply = TicketReply {
-            ticket_subject: "Disk full",
-            author_name: "Support",
-            body: "Try `df -h`.",
-            link: "https://x/tickets/1",
+    fn a_ticket_reply_is_quoted_in_the_email_only() {
+        let reply = Notice::TicketReply {
+            ticket_id: TicketId::new(),
+            subject: "Disk full".to_owned(),
+            author_name: "Support".to_owned(),
+            reply: "Try `df -h`.".to_owned(),
+            url: "https://x/tickets/1".to_owned(),
         };
-        let en = ticket_reply("a@example.org", "Ada", "en", reply);
-        let fr = ticket_reply("a@example.org", "Ada", "fr", reply);
-        for email in [&en, &fr] {
-            assert!(email.subject.contains("Disk full"));
-            assert!(email.body_text.contains("Try `df -h`."));
-            assert!(email.body_text.contains("https://x/tickets/1"));
+        let en = notice(&reply, "Ada", "en");
+        let fr = notice(&reply, "Ada", "fr");
+        for texts in [&en, &fr] {
+            assert!(texts.subject.contains("Disk full"));
+            assert!(texts.email_body.contains("Try `df -h`."));
+            assert!(texts.email_body.contains("https://x/tickets/1"));
+            assert!(!texts.body.contains("Try `df -h`."));
         }
-        assert!(fr.body_text.contains("a répondu"));
-        assert!(en.body_text.contains("replied"));
+        assert!(fr.body.contains("a répondu"));
+        assert!(en.body.contains("replied"));
     }
 
     #[test]
@@ -569,8 +409,8 @@ mod tests {
         assert!(fr.email_body.contains("ssh root@203.0.113.9"));
         assert!(en.email_body.contains("turn these emails off"));
         let suspended = notice(
-            &Notice::Suspended {
-                reason: "unpaid invoice".to_owned(),
+            &Notice::Restored {
+                case_id: DunningCaseId::new(),
             },
             "Ada",
             "en",
@@ -580,41 +420,50 @@ mod tests {
 
     #[test]
     fn a_failed_payment_names_the_amount_and_the_invoice_in_either_language() {
-        let failure = PaymentFailure {
-            amount: "12.34 EUR",
-            invoice_number: Some("2026-000007"),
-            reason: Some("card declined"),
+        let failure = Notice::PaymentFailed {
+            event: "evt_1".to_owned(),
+            invoice_id: None,
+            invoice_number: Some("2026-000007".to_owned()),
+            amount_minor: 1234,
+            currency: "EUR".to_owned(),
+            reason: Some("card declined".to_owned()),
         };
         for locale in ["en", "fr"] {
-            let email = payment_failed("a@example.org", "Ada", locale, &failure);
+            let texts = notice(&failure, "Ada", locale);
             for part in ["12.34 EUR", "2026-000007", "card declined", "Ada"] {
-                assert!(email.body_text.contains(part), "{locale}: {part}");
+                assert!(texts.email_body.contains(part), "{locale}: {part}");
             }
         }
         assert_ne!(
-            payment_failed("a@example.org", "Ada", "fr", &failure).subject,
-            payment_failed("a@example.org", "Ada", "en", &failure).subject
+            notice(&failure, "Ada", "fr").subject,
+            notice(&failure, "Ada", "en").subject
         );
     }
 
     #[test]
-    fn amounts_have_two_decimals_and_dunning_mails_carry_their_dates() {
+    fn amounts_have_two_decimals_and_dunning_notices_carry_their_dates() {
         assert_eq!(money(1205, "EUR"), "12.05 EUR");
         assert_eq!(money(-7, "USD"), "-0.07 USD");
+        let at = Utc
+            .with_ymd_and_hms(2026, 4, 8, 10, 0, 0)
+            .single()
+            .expect("a date");
+        let overdue = Notice::SuspensionWarning {
+            case_id: DunningCaseId::new(),
+            invoices: vec!["2026-000001".to_owned()],
+            owed: "1.00 EUR".to_owned(),
+            suspend_at: at,
+        };
+        let warning = Notice::TerminationWarning {
+            case_id: DunningCaseId::new(),
+            owed: "1.00 EUR".to_owned(),
+            terminate_at: at,
+        };
+        assert!(notice(&overdue, "Ada", "en").body.contains("2026-04-08"));
+        assert!(notice(&overdue, "Ada", "fr").body.contains("08/04/2026"));
         for locale in ["en", "fr"] {
-            let mail = invoice_overdue(
-                "a@x",
-                "Ada",
-                locale,
-                "2026-000001",
-                "1.00 EUR",
-                "2026-04-08",
-            );
-            assert!(
-                mail.body_text.contains("2026-000001") && mail.body_text.contains("2026-04-08")
-            );
-            let mail = termination_warning("a@x", "Ada", locale, "1.00 EUR", "2026-04-19");
-            assert!(mail.body_text.contains("2026-04-19") && mail.body_text.contains("1.00 EUR"));
+            assert!(notice(&overdue, "Ada", locale).body.contains("2026-000001"));
+            assert!(notice(&warning, "Ada", locale).body.contains("1.00 EUR"));
         }
     }
 }

@@ -196,14 +196,15 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>, Extension(session): Extens
     socket.on("authenticate", reauthenticate);
 }
 
-/// The account's room, and the staff and admin rooms as its role allows.
+/// The account's room, and the staff and admin rooms as its role allows
+/// (not while it is held back for want of a second factor).
 fn join_role_rooms<A: Adapter>(socket: &SocketRef<A>, actor: &Actor) {
     socket.join(Audience::User(actor.user_id).room());
     for (room, member) in [
         (Audience::Staff, actor.is_staff()),
         (Audience::Admin, actor.is_admin()),
     ] {
-        if member {
+        if matches!(member, Ok(true)) {
             socket.join(room.room());
         } else {
             socket.leave(room.room());

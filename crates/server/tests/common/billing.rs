@@ -2,11 +2,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use chrono::{TimeZone as _, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, EntityTrait as _, IntoActiveModel as _,
     QueryFilter as _,
 };
+use serde_json::{Value, json};
 use vmcloud_server::clock::ManualClock;
 use vmcloud_server::db::entities::instance::{self, InstanceStatus};
 use vmcloud_server::db::entities::invoice::{self, InvoiceStatus};
@@ -220,4 +222,42 @@ pub async fn assert_ledger_adds_up(app: &TestApp, user: UserId, session: &Sessio
             "{currency} balance is the sum"
         );
     }
+}
+
+/// Runs instances of `owners` on a plan of 250 an hour from 2026-03-31
+/// 20:00, then bills March: each owner gets an open invoice of four hours.
+/// The clock ends on April 1st, 00:30.
+pub async fn invoice_march(app: &TestApp, clock: &ManualClock, owners: &[UserId]) -> Vec<Value> {
+    let db = app.state.db.writer();
+    let start = Utc.with_ymd_and_hms(2026, 3, 31, 20, 0, 0).unwrap();
+    clock.set(start);
+    let cat = rows::catalogue(db).await;
+    let mut plan = cat.product.clone().into_active_model();
+    plan.price_hourly_minor = Set(250);
+    plan.price_monthly_minor = Set(100_000);
+    plan.update(db).await.expect("price the plan");
+    for owner in owners {
+        let mut row = rows::new_instance(db, &cat).await.into_active_model();
+        row.user_id = Set(*owner);
+        let row = row.update(db).await.expect("own the instance");
+        subscriptions::track(&app.state.db, &row, start)
+            .await
+            .expect("subscription");
+    }
+    clock.set(Utc.with_ymd_and_hms(2026, 4, 1, 0, 30, 0).unwrap());
+    vmcloud_server::modules::billing::pass(&app.state.billing())
+        .await
+        .expect("billing pass");
+    let mut issued = Vec::new();
+    for owner in owners {
+        let row = invoice::Entity::find()
+            .filter(invoice::Column::UserId.eq(*owner))
+            .one(db)
+            .await
+            .expect("select")
+            .expect("the owner's invoice");
+        assert_eq!(row.status, InvoiceStatus::Open);
+        issued.push(json!({"id": row.id, "number": row.number, "total_minor": row.total_minor}));
+    }
+    issued
 }

@@ -26,12 +26,11 @@ db_enum! {
         InstanceFailed,
         InvoiceIssued,
         PaymentFailed,
-        SuspensionWarning,
-        Suspension,
+        /// Dunning: the deletion of the suspended instances is near.
         TerminationWarning,
         /// A new reply on a support ticket, to the other side.
         TicketReply,
-        /// Dunning: an invoice is past its due date.
+        /// Dunning: an invoice is past its due date; suspension follows.
         InvoiceOverdue,
         /// Dunning: the account's instances were suspended.
         ServicesSuspended,

@@ -47,6 +47,10 @@ pub struct Actor {
     pub impersonator: Option<UserId>,
     /// Whether the account signs in with a second factor.
     pub two_factor: bool,
+    /// A staff account without a second factor while the security policy
+    /// requires one of staff: it keeps its own account and objects (so it
+    /// can enrol), but its staff powers are refused until it does.
+    pub staff_held_back: bool,
 }
 
 impl Actor {
@@ -59,15 +63,50 @@ impl Actor {
             credential: Credential::Platform,
             impersonator: None,
             two_factor: false,
+            staff_held_back: false,
         }
     }
 
-    pub fn is_staff(&self) -> bool {
-        matches!(self.role, UserRole::Support | UserRole::Admin)
+    /// Whether the caller uses staff powers; `false` for a customer. A
+    /// staff account held back by the second-factor policy is refused (403)
+    /// rather than answered as a customer, so it learns why.
+    pub fn is_staff(&self) -> Result<bool> {
+        if !matches!(self.role, UserRole::Support | UserRole::Admin) {
+            return Ok(false);
+        }
+        self.require_second_factor()?;
+        Ok(true)
     }
 
-    pub fn is_admin(&self) -> bool {
-        self.role == UserRole::Admin
+    /// As [`Self::is_staff`], for admin powers.
+    pub fn is_admin(&self) -> Result<bool> {
+        if self.role != UserRole::Admin {
+            return Ok(false);
+        }
+        self.require_second_factor()?;
+        Ok(true)
+    }
+
+    /// Whether the caller may reach an object of `owner`: its own, or
+    /// anyone's with staff powers.
+    pub fn reaches(&self, owner: UserId) -> Result<bool> {
+        Ok(owner == self.user_id || self.is_staff()?)
+    }
+
+    /// Whether staff extras (internal notes, nodes) are shown on what the
+    /// caller reaches: a held-back staff account sees its own objects as a
+    /// customer does.
+    pub fn sees_staff_details(&self) -> bool {
+        matches!(self.is_staff(), Ok(true))
+    }
+
+    fn require_second_factor(&self) -> Result<()> {
+        if self.staff_held_back {
+            return Err(Error::TwoFactorEnrolmentRequired(
+                "Turn on two-factor authentication for this account to use staff tools.".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// The session id, when the caller is a signed-in session.
@@ -90,7 +129,7 @@ impl Actor {
     /// Services check again what the route's extractor checked, so a handler
     /// wired with the wrong extractor still cannot reach staff-only rules.
     pub fn require_staff(&self) -> Result<()> {
-        if self.is_staff() {
+        if self.is_staff()? {
             Ok(())
         } else {
             Err(Error::Forbidden(
@@ -100,7 +139,7 @@ impl Actor {
     }
 
     pub fn require_admin(&self) -> Result<()> {
-        if self.is_admin() {
+        if self.is_admin()? {
             Ok(())
         } else {
             Err(Error::Forbidden("This needs an admin account.".to_owned()))

@@ -17,9 +17,10 @@
 //! Passes may overlap (every process runs them) and be cut short at any
 //! point. Each step is claimed once by a conditional update of its column in
 //! the case (`… SET suspended_at = now WHERE suspended_at IS NULL`): the pass
-//! that wins the claim sends the email and writes the audit entry, so no
-//! email is ever sent twice (a crash right after a claim loses that email,
-//! never duplicates it). What must happen whatever crashes — subscriptions'
+//! that wins the claim tells the account (a notification and its email,
+//! keyed by case and step) and writes the audit entry, so no notice is ever
+//! given twice (a crash right after a claim loses that notice, never
+//! duplicates it). What must happen whatever crashes — subscriptions'
 //! statuses, instances stopped, started or deleted — is enforced again by
 //! every pass from the case's state, and the instance actions it queues are
 //! no-ops once done.
@@ -34,17 +35,15 @@ use serde::{Deserialize, Serialize};
 
 use super::Services;
 use crate::db::entities::dunning_case;
-use crate::db::entities::email::EmailKind;
 use crate::db::entities::instance::{self, InstanceStatus};
 use crate::db::entities::instance_action::ActionKind;
 use crate::db::entities::invoice::{self, InvoiceStatus};
 use crate::db::entities::subscription::{self, SubscriptionStatus};
-use crate::db::entities::user;
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{DunningCaseId, UserId};
-use crate::mail::{Email, outbox, templates};
 use crate::modules::audit::{self, Event};
 use crate::modules::instances::actions::platform_action;
+use crate::modules::notifications::{self, Notice};
 use crate::modules::settings;
 
 /// Why dunning suspended an instance, as its owner reads it.
@@ -244,19 +243,13 @@ async fn step(
     });
     if case.past_due_at.is_none() && claim(services, case.id, Claim::PastDue, now).await? {
         run.past_due += 1;
-        let owed = owed.clone();
-        let numbers = numbers.join(", ");
-        notify(services, user, EmailKind::InvoiceOverdue, |u| {
-            templates::invoice_overdue(
-                &u.email,
-                &u.name,
-                &u.locale,
-                &numbers,
-                &owed,
-                &day(suspend_at),
-            )
-        })
-        .await?;
+        let notice = Notice::SuspensionWarning {
+            case_id: case.id,
+            invoices: numbers.iter().map(|&n| n.to_owned()).collect(),
+            owed: owed.clone(),
+            suspend_at,
+        };
+        notify(services, user, notice).await?;
         audited(services, "billing.dunning.past_due", user, &details).await?;
     }
     if case.terminated_at.is_none() {
@@ -271,17 +264,12 @@ async fn step(
     if now >= suspend_at && case.terminated_at.is_none() {
         if case.suspended_at.is_none() && claim(services, case.id, Claim::Suspended, now).await? {
             run.suspended += 1;
-            let owed = owed.clone();
-            notify(services, user, EmailKind::ServicesSuspended, |u| {
-                templates::services_suspended(
-                    &u.email,
-                    &u.name,
-                    &u.locale,
-                    &owed,
-                    &day(terminate_at),
-                )
-            })
-            .await?;
+            let notice = Notice::Suspended {
+                case_id: case.id,
+                owed: owed.clone(),
+                terminate_at,
+            };
+            notify(services, user, notice).await?;
             audited(services, "billing.dunning.suspended", user, &details).await?;
         }
         enforce_suspension(services, user).await?;
@@ -293,11 +281,12 @@ async fn step(
         && claim(services, case.id, Claim::Warned, now).await?
     {
         run.warned += 1;
-        let owed = owed.clone();
-        notify(services, user, EmailKind::TerminationWarning, |u| {
-            templates::termination_warning(&u.email, &u.name, &u.locale, &owed, &day(terminate_at))
-        })
-        .await?;
+        let notice = Notice::TerminationWarning {
+            case_id: case.id,
+            owed: owed.clone(),
+            terminate_at,
+        };
+        notify(services, user, notice).await?;
         audited(
             services,
             "billing.dunning.termination_warned",
@@ -309,10 +298,11 @@ async fn step(
     if now >= terminate_at {
         if case.terminated_at.is_none() && claim(services, case.id, Claim::Terminated, now).await? {
             run.terminated += 1;
-            notify(services, user, EmailKind::ServicesTerminated, |u| {
-                templates::services_terminated(&u.email, &u.name, &u.locale, &owed)
-            })
-            .await?;
+            let notice = Notice::Terminated {
+                case_id: case.id,
+                owed: owed.clone(),
+            };
+            notify(services, user, notice).await?;
             audited(services, "billing.dunning.terminated", user, &details).await?;
         }
         enforce_termination(services, user).await?;
@@ -335,9 +325,11 @@ async fn resolve(
     let details = serde_json::json!({"case_id": case.id, "overdue_since": case.overdue_since});
     audited(services, "billing.dunning.resolved", case.user_id, &details).await?;
     if case.suspended_at.is_some() && case.terminated_at.is_none() {
-        notify(services, case.user_id, EmailKind::ServicesRestored, |u| {
-            templates::services_restored(&u.email, &u.name, &u.locale)
-        })
+        notify(
+            services,
+            case.user_id,
+            Notice::Restored { case_id: case.id },
+        )
         .await?;
     }
     Ok(())
@@ -530,30 +522,10 @@ fn owed(overdue: &[invoice::Model]) -> String {
         .join(", ")
 }
 
-fn day(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d").to_string()
-}
-
-async fn notify(
-    services: &Services,
-    user: UserId,
-    kind: EmailKind,
-    email: impl FnOnce(&user::Model) -> Email,
-) -> Result<()> {
-    let Some(account) = user::Entity::find_by_id(user)
-        .one(services.db.writer())
-        .await?
-    else {
-        return Ok(());
-    };
-    outbox::queue(
-        &services.db,
-        &services.jobs,
-        Some(user),
-        kind,
-        email(&account),
-    )
-    .await?;
+/// Tells the account of a step it claimed; the notice's key per case
+/// keeps a step retried after a crash from telling it twice.
+async fn notify(services: &Services, user: UserId, notice: Notice) -> Result<()> {
+    notifications::notify(&services.db, &services.cache, &services.jobs, user, notice).await?;
     Ok(())
 }
 

@@ -731,14 +731,13 @@ async fn page_of(
 /// One invoice with its lines: the actor's own, or any for staff; another
 /// customer's is not found.
 pub async fn get(services: &Services, actor: &Actor, id: InvoiceId) -> Result<InvoiceDetail> {
-    let mut select = invoice::Entity::find_by_id(id);
-    if !actor.is_staff() {
-        select = select.filter(invoice::Column::UserId.eq(actor.user_id));
-    }
-    let row = select
+    let row = match invoice::Entity::find_by_id(id)
         .one(services.db.reader())
         .await?
-        .ok_or_else(|| Error::not_found("Invoice"))?;
+    {
+        Some(row) if actor.reaches(row.user_id)? => row,
+        _ => return Err(Error::not_found("Invoice")),
+    };
     let lines = invoice_line::Entity::find()
         .filter(invoice_line::Column::InvoiceId.eq(row.id))
         .order_by_asc(invoice_line::Column::Id)

@@ -18,15 +18,14 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use super::{Services, policy};
-use crate::db::entities::email::EmailKind;
 use crate::db::entities::invoice::{self, InvoiceStatus};
 use crate::db::entities::transaction::{self, TransactionKind};
 use crate::db::entities::{stripe_event, user};
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{InvoiceId, UserId};
-use crate::mail::{outbox, templates};
 use crate::modules::audit::{self, Event};
 use crate::modules::auth::Actor;
+use crate::modules::notifications::{self, Notice};
 
 /// Largest single top-up, in minor units (one hundred thousand units of
 /// the currency): more is a typo or fraud, and goes through an admin.
@@ -302,8 +301,8 @@ pub struct FailedPayment {
 }
 
 /// Records a failed card payment once per event: counted in
-/// `vmcloud_payment_failures_total`, audited, and the customer is emailed
-/// so they can try again.
+/// `vmcloud_payment_failures_total`, audited, and the customer is notified
+/// (in the app and by email) so they can try again.
 pub async fn payment_failed(
     services: &Services,
     event: &str,
@@ -351,22 +350,20 @@ pub async fn payment_failed(
             .and_then(|row| row.number),
         None => None,
     };
-    let email = templates::payment_failed(
-        &account.email,
-        &account.name,
-        &account.locale,
-        &templates::PaymentFailure {
-            amount: &super::money::format(failed.amount_minor, &failed.currency),
-            invoice_number: number.as_deref(),
-            reason: failed.reason.as_deref(),
-        },
-    );
-    outbox::queue(
+    let notice = Notice::PaymentFailed {
+        event: event.to_owned(),
+        invoice_id: failed.invoice,
+        invoice_number: number,
+        amount_minor: failed.amount_minor,
+        currency: failed.currency,
+        reason: failed.reason,
+    };
+    notifications::notify(
         &services.db,
+        &services.cache,
         &services.jobs,
-        Some(account.id),
-        EmailKind::PaymentFailed,
-        email,
+        account.id,
+        notice,
     )
     .await?;
     Ok(())

@@ -206,15 +206,15 @@ pub async fn request(
     let row = visible(db, actor, id).await?;
     // Support staff read customers' instances but do not act on them, as
     // with consoles: a hosting company's support escalates to an admin.
-    if row.user_id != actor.user_id && !actor.is_admin() {
+    if row.user_id != actor.user_id && !actor.is_admin()? {
         return Err(Error::Forbidden(
             "Only the instance's owner and admins may act on it.".to_owned(),
         ));
     }
     // The owner of a suspended instance may only give it up.
     if row.status == InstanceStatus::Suspended
-        && !actor.is_staff()
         && request.kind() != ActionKind::Delete
+        && !actor.is_staff()?
     {
         return Err(Error::InvalidState {
             message: format!(

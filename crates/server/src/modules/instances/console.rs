@@ -80,7 +80,7 @@ fn ticket_key(ticket: &str) -> String {
 pub async fn issue(services: &Services, actor: &Actor, id: InstanceId) -> Result<ConsoleTicket> {
     actor.require_write()?;
     let row = visible(&services.db, actor, id).await?;
-    if row.user_id != actor.user_id && !actor.is_admin() {
+    if row.user_id != actor.user_id && !actor.is_admin()? {
         return Err(Error::Forbidden(
             "Only the instance's owner and admins may open its console.".to_owned(),
         ));

@@ -175,13 +175,10 @@ async fn owned(
     if !include_deleted {
         select = select.filter(instance::Column::DeletedAt.is_null());
     }
-    if !actor.is_staff() {
-        select = select.filter(instance::Column::UserId.eq(actor.user_id));
+    match select.one(db.writer()).await? {
+        Some(row) if actor.reaches(row.user_id)? => Ok(row),
+        _ => Err(Error::not_found("Instance")),
     }
-    select
-        .one(db.writer())
-        .await?
-        .ok_or_else(|| Error::not_found("Instance"))
 }
 
 /// A row of `E` by id, or by slug when `key` is not a UUID.
@@ -594,7 +591,7 @@ async fn rows(
 ) -> Result<Page<instance::Model>> {
     let db = &services.db;
     let mut scope = Condition::all().add(instance::Column::DeletedAt.is_null());
-    if actor.is_staff() {
+    if actor.is_staff()? {
         if let Some(user) = filter.user_id {
             scope = scope.add(instance::Column::UserId.eq(user));
         }
@@ -778,7 +775,7 @@ async fn views_of(
         |r| r.id,
     )
     .await?;
-    let nodes = if actor.is_staff() {
+    let nodes = if actor.sees_staff_details() {
         by_ids::<node::Entity, _>(
             db,
             node::Column::Id,

@@ -24,7 +24,7 @@ use crate::db::Database;
 use crate::db::entities::email::EmailKind;
 use crate::db::entities::{notification, now, user};
 use crate::error::{Error, Result};
-use crate::ids::{InstanceId, InvoiceId, NotificationId, TicketId, UserId};
+use crate::ids::{DunningCaseId, InstanceId, InvoiceId, NotificationId, TicketId, UserId};
 use crate::jobs::JobQueue;
 use crate::mail::{Email, outbox, templates};
 use crate::modules::auth::Actor;
@@ -55,27 +55,51 @@ pub enum Notice {
         total_minor: i64,
         currency: String,
     },
+    /// A card payment failed; told once per provider event.
     PaymentFailed {
+        event: String,
         invoice_id: Option<InvoiceId>,
+        invoice_number: Option<String>,
         amount_minor: i64,
         currency: String,
-        reason: String,
+        /// The card issuer's reason, as the provider words it.
+        reason: Option<String>,
     },
+    /// Dunning's first step: invoices are overdue, the instances will be
+    /// suspended at `suspend_at`. Each dunning notice is told once per case.
     SuspensionWarning {
+        case_id: DunningCaseId,
+        /// The overdue invoices' numbers.
+        invoices: Vec<String>,
+        /// What they add up to, per currency (`12.50 EUR, 3.00 USD`).
+        owed: String,
         suspend_at: DateTime<Utc>,
-        amount_due_minor: i64,
-        currency: String,
     },
     Suspended {
-        reason: String,
-    },
-    TerminationWarning {
+        case_id: DunningCaseId,
+        owed: String,
         terminate_at: DateTime<Utc>,
     },
+    TerminationWarning {
+        case_id: DunningCaseId,
+        owed: String,
+        terminate_at: DateTime<Utc>,
+    },
+    Terminated {
+        case_id: DunningCaseId,
+        owed: String,
+    },
+    /// The overdue invoices are paid: the suspended instances start again.
+    Restored { case_id: DunningCaseId },
     /// A reply on a ticket, for the other side of the conversation.
     TicketReply {
         ticket_id: TicketId,
         subject: String,
+        author_name: String,
+        /// The reply as written, quoted in the email.
+        reply: String,
+        /// The ticket's page in the console, for the email.
+        url: String,
     },
 }
 
@@ -90,6 +114,8 @@ impl Notice {
             Self::SuspensionWarning { .. } => "account.suspension_warning",
             Self::Suspended { .. } => "account.suspended",
             Self::TerminationWarning { .. } => "account.termination_warning",
+            Self::Terminated { .. } => "account.terminated",
+            Self::Restored { .. } => "account.restored",
             Self::TicketReply { .. } => "ticket.reply",
         }
     }
@@ -102,7 +128,9 @@ impl Notice {
             Self::InvoiceIssued { .. } => EmailTopic::InvoiceIssued,
             Self::PaymentFailed { .. } => EmailTopic::PaymentFailed,
             Self::SuspensionWarning { .. } => EmailTopic::SuspensionWarning,
-            Self::Suspended { .. } => EmailTopic::Suspension,
+            Self::Suspended { .. } | Self::Terminated { .. } | Self::Restored { .. } => {
+                EmailTopic::Suspension
+            }
             Self::TerminationWarning { .. } => EmailTopic::TerminationWarning,
             Self::TicketReply { .. } => EmailTopic::TicketReply,
         }
@@ -114,9 +142,11 @@ impl Notice {
             Self::InstanceFailed { .. } => EmailKind::InstanceFailed,
             Self::InvoiceIssued { .. } => EmailKind::InvoiceIssued,
             Self::PaymentFailed { .. } => EmailKind::PaymentFailed,
-            Self::SuspensionWarning { .. } => EmailKind::SuspensionWarning,
-            Self::Suspended { .. } => EmailKind::Suspension,
+            Self::SuspensionWarning { .. } => EmailKind::InvoiceOverdue,
+            Self::Suspended { .. } => EmailKind::ServicesSuspended,
             Self::TerminationWarning { .. } => EmailKind::TerminationWarning,
+            Self::Terminated { .. } => EmailKind::ServicesTerminated,
+            Self::Restored { .. } => EmailKind::ServicesRestored,
             Self::TicketReply { .. } => EmailKind::TicketReply,
         }
     }
@@ -135,32 +165,31 @@ impl Notice {
             Self::PaymentFailed { .. }
             | Self::SuspensionWarning { .. }
             | Self::Suspended { .. }
-            | Self::TerminationWarning { .. } => "/billing".to_owned(),
+            | Self::TerminationWarning { .. }
+            | Self::Terminated { .. }
+            | Self::Restored { .. } => "/billing".to_owned(),
             Self::TicketReply { ticket_id, .. } => format!("/support/tickets/{ticket_id}"),
         }
     }
 
-    /// Notices about a one-time event are told once per account; a ready or
-    /// failed instance once per instance, whatever its retries do.
+    /// Notices about a one-time event are told once per account, whatever
+    /// retries do: a ready or failed instance once per instance, a payment
+    /// failure once per provider event, a dunning step once per case.
     fn dedupe_key(&self) -> Option<String> {
-        match self {
-            Self::InstanceReady { instance_id, .. } => {
-                Some(format!("instance.ready:{instance_id}"))
+        let once_per = match self {
+            Self::InstanceReady { instance_id, .. } | Self::InstanceFailed { instance_id, .. } => {
+                instance_id.to_string()
             }
-            Self::InstanceFailed { instance_id, .. } => {
-                Some(format!("instance.failed:{instance_id}"))
-            }
-            Self::InvoiceIssued { invoice_id, .. } => Some(format!("invoice.issued:{invoice_id}")),
-            Self::SuspensionWarning { suspend_at, .. } => Some(format!(
-                "account.suspension_warning:{}",
-                suspend_at.timestamp()
-            )),
-            Self::TerminationWarning { terminate_at } => Some(format!(
-                "account.termination_warning:{}",
-                terminate_at.timestamp()
-            )),
-            Self::PaymentFailed { .. } | Self::Suspended { .. } | Self::TicketReply { .. } => None,
-        }
+            Self::InvoiceIssued { invoice_id, .. } => invoice_id.to_string(),
+            Self::PaymentFailed { event, .. } => event.clone(),
+            Self::SuspensionWarning { case_id, .. }
+            | Self::Suspended { case_id, .. }
+            | Self::TerminationWarning { case_id, .. }
+            | Self::Terminated { case_id, .. }
+            | Self::Restored { case_id } => case_id.to_string(),
+            Self::TicketReply { .. } => return None,
+        };
+        Some(format!("{}:{once_per}", self.kind()))
     }
 }
 

@@ -37,7 +37,9 @@ pub enum EmailTopic {
     InvoiceIssued,
     TicketReply,
     PaymentFailed,
+    /// Overdue invoices, with the date the instances will be suspended.
     SuspensionWarning,
+    /// The instances suspended, restored once paid, or deleted.
     Suspension,
     TerminationWarning,
     /// Email verification, password resets and sign-in security.

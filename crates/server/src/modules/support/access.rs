@@ -1,8 +1,9 @@
 //! Who may see and act on a ticket. A customer sees only their own tickets:
 //! another customer's answers 404, exactly like one that does not exist.
-//! Support and Admin see them all.
+//! Support and Admin see them all, unless held back for want of a second
+//! factor ([`Actor::is_staff`]).
 
-use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+use sea_orm::EntityTrait as _;
 
 use super::rules::Side;
 use crate::db::Database;
@@ -14,14 +15,13 @@ use crate::modules::auth::Actor;
 /// A ticket the actor may see, or 404. Read from the primary, so a ticket
 /// is visible right after it is opened or changed.
 pub async fn visible(db: &Database, actor: &Actor, id: TicketId) -> Result<support_ticket::Model> {
-    let mut select = support_ticket::Entity::find_by_id(id);
-    if !actor.is_staff() {
-        select = select.filter(support_ticket::Column::UserId.eq(actor.user_id));
-    }
-    select
+    match support_ticket::Entity::find_by_id(id)
         .one(db.writer())
         .await?
-        .ok_or_else(|| Error::not_found("Ticket"))
+    {
+        Some(ticket) if actor.reaches(ticket.user_id)? => Ok(ticket),
+        _ => Err(Error::not_found("Ticket")),
+    }
 }
 
 /// The side the actor writes on in a ticket they may see: its owner is the

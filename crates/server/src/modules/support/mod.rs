@@ -2,8 +2,9 @@
 //! instances), customers and staff exchange Markdown messages, staff add
 //! internal notes customers never see, attach files, assign the ticket to a
 //! member of Support and move it through the workflow of [`rules`]. Each
-//! public reply is emailed to the other side and pushed live; a resolved
-//! ticket left silent closes itself ([`run_auto_close`]).
+//! public reply is notified to the other side (in the app and by email) and
+//! pushed live; a resolved ticket left silent closes itself
+//! ([`run_auto_close`]).
 //!
 //! Customers see only their own tickets ([`access`]); Support and Admin see
 //! them all. Ticket times come from the services' [`Clock`], so tests drive
@@ -329,7 +330,7 @@ pub async fn list(
     page: PageRequest,
 ) -> Result<Page<TicketView>> {
     let mut scope = Condition::all();
-    if !actor.is_staff() {
+    if !actor.is_staff()? {
         scope = scope.add(support_ticket::Column::UserId.eq(actor.user_id));
     }
     if let Some(status) = filter.status {
@@ -362,7 +363,7 @@ pub async fn get(services: &Services, actor: &Actor, id: TicketId) -> Result<Tic
         .filter(ticket_message::Column::TicketId.eq(id))
         .order_by_asc(ticket_message::Column::CreatedAt)
         .order_by_asc(ticket_message::Column::Id);
-    if !actor.is_staff() {
+    if !actor.sees_staff_details() {
         messages = messages.filter(ticket_message::Column::Internal.eq(false));
     }
     let messages = messages.all(services.db.writer()).await?;
@@ -382,9 +383,9 @@ pub async fn get(services: &Services, actor: &Actor, id: TicketId) -> Result<Tic
 }
 
 /// Adds a message. A public reply hands the turn to the other side (see
-/// [`rules::after_reply`]), dates the first staff response, and is emailed
-/// and pushed live to the other side; an internal note (staff only) changes
-/// nothing but the thread and reaches staff only.
+/// [`rules::after_reply`]), dates the first staff response, and is notified
+/// (in the app and by email) and pushed live to the other side; an internal
+/// note (staff only) changes nothing but the thread and reaches staff only.
 pub async fn reply(
     services: &Services,
     actor: &Actor,
@@ -392,7 +393,7 @@ pub async fn reply(
     new: NewMessage,
 ) -> Result<MessageView> {
     let body = check_body(&new.body).map_err(|field| Error::invalid(vec![field]))?;
-    if new.internal && !actor.is_staff() {
+    if new.internal && !actor.is_staff()? {
         return Err(Error::Forbidden(
             "Only support staff write internal notes.".to_owned(),
         ));

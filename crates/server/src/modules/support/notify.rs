@@ -1,6 +1,7 @@
-//! Telling the other side of a ticket about a new message: an email in the
-//! recipient's language (never for an internal note) and a live
-//! `ticket.message` event (internal notes to staff only).
+//! Telling the other side of a ticket about a new message: a `ticket.reply`
+//! notice (in the app and by email unless they opted out; never for an
+//! internal note) and a live `ticket.message` event (internal notes to staff
+//! only).
 //!
 //! The message is committed before this runs, so a failure here is logged,
 //! never the writer's error: failing the request would invite a duplicate.
@@ -9,13 +10,12 @@ use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 
 use super::rules::Side;
 use super::{MessageView, Services};
-use crate::db::entities::email::EmailKind;
 use crate::db::entities::support_ticket;
 use crate::db::entities::user::{self, UserRole, UserStatus};
 use crate::error::Result;
 use crate::ids::UserId;
-use crate::mail::{outbox, templates};
 use crate::modules::events::{self, Audience, Event, EventType};
+use crate::modules::notifications::{self, Notice};
 
 pub(super) async fn reply_posted(
     services: &Services,
@@ -27,8 +27,8 @@ pub(super) async fn reply_posted(
     let mut audience = vec![Audience::Staff];
     if !message.internal {
         audience.push(Audience::User(ticket.user_id));
-        if let Err(err) = email_other_side(services, ticket, author, side, message).await {
-            tracing::warn!(ticket = %ticket.id, error = %err, "cannot queue ticket reply emails");
+        if let Err(err) = tell_other_side(services, ticket, author, side, message).await {
+            tracing::warn!(ticket = %ticket.id, error = %err, "cannot notify a ticket reply");
         }
     }
     let fields = serde_json::json!({ "ticket_id": ticket.id, "message": message });
@@ -58,7 +58,7 @@ async fn recipients(
     Ok(select.all(services.db.reader()).await?)
 }
 
-async fn email_other_side(
+async fn tell_other_side(
     services: &Services,
     ticket: &support_ticket::Model,
     author: UserId,
@@ -70,28 +70,23 @@ async fn email_other_side(
         .await?
         .map(|row| row.name)
         .unwrap_or_default();
-    let link = format!("{}/tickets/{}", services.public_url, ticket.id);
+    let notice = Notice::TicketReply {
+        ticket_id: ticket.id,
+        subject: ticket.subject.clone(),
+        author_name,
+        reply: message.body.clone(),
+        url: format!("{}/tickets/{}", services.public_url, ticket.id),
+    };
     for recipient in recipients(services, ticket, side).await? {
         if recipient.id == author {
             continue;
         }
-        let email = templates::ticket_reply(
-            &recipient.email,
-            &recipient.name,
-            &recipient.locale,
-            templates::TicketReply {
-                ticket_subject: &ticket.subject,
-                author_name: &author_name,
-                body: &message.body,
-                link: &link,
-            },
-        );
-        outbox::queue(
+        notifications::notify(
             &services.db,
+            &services.cache,
             &services.jobs,
-            Some(recipient.id),
-            EmailKind::TicketReply,
-            email,
+            recipient.id,
+            notice.clone(),
         )
         .await?;
     }
