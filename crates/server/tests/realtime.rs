@@ -57,15 +57,15 @@ async fn connections_need_a_valid_access_or_api_token() {
     let app = TestApp::spawn().await;
     let ann = account(&app, "ann@example.com", UserRole::Customer).await;
 
-    let message = refused(connect(&app, None).await);
+    let message = refused(connect(&app.url("/"), None).await);
     assert!(message.contains("auth: {token}"), "{message}");
-    let message = refused(connect(&app, Some(json!({ "token": "forged" }))).await);
+    let message = refused(connect(&app.url("/"), Some(json!({ "token": "forged" }))).await);
     assert!(message.contains("invalid or expired"), "{message}");
-    let message = refused(connect(&app, Some(json!({ "token": "vmc_forged" }))).await);
+    let message = refused(connect(&app.url("/"), Some(json!({ "token": "vmc_forged" }))).await);
     assert!(message.contains("invalid, expired or revoked"), "{message}");
 
-    connect_with(&app, &ann.access_token).await;
-    connect_with(&app, &api_token(&app, &ann, None).await).await;
+    connect_with(&app.url("/"), &ann.access_token).await;
+    connect_with(&app.url("/"), &api_token(&app, &ann, None).await).await;
     app.stop().await;
 }
 
@@ -79,20 +79,20 @@ async fn instance_rooms_are_joined_after_the_rest_apis_check() {
     let eve = account(&app, "eve@example.com", UserRole::Customer).await;
     let sam = account(&app, "sam@example.com", UserRole::Support).await;
 
-    let ack = connect_with(&app, &owner.access_token)
+    let ack = connect_with(&app.url("/"), &owner.access_token)
         .await
         .subscribe(&id)
         .await;
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(ack["instance_id"], id.as_str());
-    let ack = connect_with(&app, &sam.access_token)
+    let ack = connect_with(&app.url("/"), &sam.access_token)
         .await
         .subscribe(&id)
         .await;
     assert_eq!(ack["ok"], true, "support may watch any instance: {ack}");
 
     // Another customer's instance is refused as the REST API refuses it.
-    let eve_live = connect_with(&app, &eve.access_token).await;
+    let eve_live = connect_with(&app.url("/"), &eve.access_token).await;
     let ack = eve_live.subscribe(&id).await;
     assert_eq!(ack["ok"], false, "{ack}");
     assert_eq!(ack["error"]["status"], 404, "{ack}");
@@ -111,9 +111,9 @@ async fn events_reach_their_rooms_once_and_nobody_else() {
     let owner = app.session_for(&cat.user.id.to_string()).await;
     let eve = account(&app, "eve@example.com", UserRole::Customer).await;
     let sam = account(&app, "sam@example.com", UserRole::Support).await;
-    let mut owner_live = connect_with(&app, &owner.access_token).await;
-    let mut eve_live = connect_with(&app, &eve.access_token).await;
-    let mut sam_live = connect_with(&app, &sam.access_token).await;
+    let mut owner_live = connect_with(&app.url("/"), &owner.access_token).await;
+    let mut eve_live = connect_with(&app.url("/"), &eve.access_token).await;
+    let mut sam_live = connect_with(&app.url("/"), &sam.access_token).await;
     assert_eq!(
         owner_live.subscribe(&instance.id.to_string()).await["ok"],
         true
@@ -182,15 +182,18 @@ async fn each_account_holds_at_most_the_configured_connections() {
         .await;
     assert_eq!(response.status(), 200);
 
-    let first = connect_with(&app, &ann.access_token).await;
+    let first = connect_with(&app.url("/"), &ann.access_token).await;
     let auth = json!({ "token": ann.access_token });
-    let message = refused(connect(&app, Some(auth.clone())).await);
+    let message = refused(connect(&app.url("/"), Some(auth.clone())).await);
     assert!(message.contains("already holds 1"), "{message}");
-    connect_with(&app, &admin.access_token).await;
+    connect_with(&app.url("/"), &admin.access_token).await;
 
     first.client.disconnect().await.expect("disconnects");
     eventually("the connection to be given back", || async {
-        connect(&app, Some(auth.clone())).await.ok().map(drop)
+        connect(&app.url("/"), Some(auth.clone()))
+            .await
+            .ok()
+            .map(drop)
     })
     .await;
     app.stop().await;
@@ -202,8 +205,8 @@ async fn an_expired_credential_ends_the_connection_unless_renewed() {
     let ann = account(&app, "ann@example.com", UserRole::Customer).await;
     let eve = account(&app, "eve@example.com", UserRole::Customer).await;
     let soon = Some(Utc::now() + chrono::TimeDelta::seconds(2));
-    let mut left = connect_with(&app, &api_token(&app, &ann, soon).await).await;
-    let mut renewed = connect_with(&app, &api_token(&app, &ann, soon).await).await;
+    let mut left = connect_with(&app.url("/"), &api_token(&app, &ann, soon).await).await;
+    let mut renewed = connect_with(&app.url("/"), &api_token(&app, &ann, soon).await).await;
 
     let ack = renewed
         .ask("authenticate", json!({ "token": eve.access_token }))
@@ -256,7 +259,7 @@ async fn a_customer_follows_their_vm_live_in_order() {
     cloud.image("tiny", &image).await;
     cloud.plan("small", 1, 256, 1).await;
     let ann = cloud.customer("ann@example.com").await;
-    let mut live = connect_with(&cloud.app, &ann.access_token).await;
+    let mut live = connect_with(&cloud.app.url("/"), &ann.access_token).await;
 
     // The owner's room hears the whole provisioning, each event starting
     // where the one before ended.
@@ -324,7 +327,7 @@ async fn events_cross_replicas_and_the_worker() {
         .spawn_replica(Role::Worker, |config| config.reconcile_interval_secs = 1)
         .await;
     let sam = account(&a, "sam@example.com", UserRole::Support).await;
-    let mut staff = connect_with(&a, &sam.access_token).await;
+    let mut staff = connect_with(&a.url("/"), &sam.access_token).await;
 
     let conn = a.state.db.writer();
     let cat = rows::catalogue(conn).await;
@@ -359,7 +362,7 @@ async fn events_cross_replicas_and_the_worker() {
 
     // A deletion asked of replica B, run by a worker, is heard on A.
     let owner = a.session_for(&instance.user_id.to_string()).await;
-    let mut live = connect_with(&a, &owner.access_token).await;
+    let mut live = connect_with(&a.url("/"), &owner.access_token).await;
     assert_eq!(live.subscribe(&instance.id.to_string()).await["ok"], true);
     let path = format!("/api/v1/instances/{}", instance.id);
     let response = b

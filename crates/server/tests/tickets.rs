@@ -803,9 +803,9 @@ async fn replies_are_pushed_live_and_notes_only_to_staff() {
     let (_, bob) = app
         .signed_in("bob@example.org", PASSWORD, UserRole::Customer)
         .await;
-    let mut ada_live = connect_with(&app, &ada.access_token).await;
-    let mut agent_live = connect_with(&app, &agent.access_token).await;
-    let mut bob_live = connect_with(&app, &bob.access_token).await;
+    let mut ada_live = connect_with(&app.url("/"), &ada.access_token).await;
+    let mut agent_live = connect_with(&app.url("/"), &agent.access_token).await;
+    let mut bob_live = connect_with(&app.url("/"), &bob.access_token).await;
     let ticket = open_ticket(&app, &ada, "Live").await;
     let id = ticket["id"].as_str().expect("id");
     let opened = agent_live.next("ticket.message").await;

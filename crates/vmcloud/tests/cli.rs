@@ -1,27 +1,14 @@
 //! The binary as an operator runs it: start-up errors, migrations, and a
 //! graceful stop on SIGTERM.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-/// `vmcloud` in a temp working directory, with no configuration inherited
-/// from the environment of the test run.
-fn vmcloud(dir: &TempDir) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vmcloud"));
-    command.current_dir(dir.path());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("VMCLOUD_")
-            || ["DATABASE_URL", "DATABASE_READ_URL", "REDIS_URL"].contains(&key.as_str())
-        {
-            command.env_remove(key);
-        }
-    }
-    command.env("VMCLOUD_LOG_LEVEL", "warn");
-    command
-}
+use common::{Running, create_user, vmcloud};
+
+mod common;
 
 /// Asserts a start-up failure: non-zero exit, one line on stderr that
 /// contains `needle`, and no panic.
@@ -136,36 +123,11 @@ fn a_failed_migration_stops_start_up_with_one_line() {
     assert_fails_with(&output, "migration failed");
 }
 
-/// Starts `serve` with `args` and returns it with its address, read from
-/// the log line that announces it, and the rest of its log.
-fn serve(
-    dir: &TempDir,
-    args: &[&str],
-) -> (
-    std::process::Child,
-    String,
-    std::io::Lines<BufReader<std::process::ChildStderr>>,
-) {
-    let mut child = vmcloud(dir)
-        .arg("serve")
-        .args(args)
-        .env("VMCLOUD_BIND", "127.0.0.1:0")
-        .env("VMCLOUD_LOG_LEVEL", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let address = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.split("listening on http://")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned)
-        })
-        .expect("the URL is logged");
-    (child, address, lines)
+/// Starts `serve` with `args`.
+fn serve(dir: &TempDir, args: &[&str]) -> Running {
+    let mut command = vmcloud(dir);
+    command.arg("serve").args(args);
+    Running::start(command)
 }
 
 /// A plain HTTP/1.1 GET; the whole response, head and body.
@@ -184,27 +146,13 @@ fn http_get(address: &str, path: &str) -> String {
     response
 }
 
-fn terminate(child: &mut std::process::Child) {
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let status = child.wait().expect("exits");
-    assert!(status.success(), "exit status {status}");
-}
-
 #[test]
 fn serve_answers_then_stops_gracefully_on_sigterm() {
     let dir = TempDir::new().expect("dir");
-    let (mut child, address, lines) = serve(&dir, &[]);
-    let response = http_get(&address, "/healthz");
+    let server = serve(&dir, &[]);
+    let response = http_get(&server.address, "/healthz");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    terminate(&mut child);
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest = server.terminate();
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
 }
 
@@ -220,42 +168,28 @@ fn serve_demo_offers_the_test_guest_and_small_plans() {
         .expect("qemu-img");
     assert!(created.success());
     let image = image.to_string_lossy().into_owned();
-    let (mut child, address, _lines) = serve(&dir, &["--demo", "--demo-image", &image]);
-    let plans = http_get(&address, "/api/v1/products");
+    let server = serve(&dir, &["--demo", "--demo-image", &image]);
+    let plans = http_get(&server.address, "/api/v1/products");
     assert!(
         plans.contains("demo-nano") && plans.contains("demo-micro"),
         "{plans}"
     );
     let offered = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
-        http_get(&address, "/api/v1/images").contains("vmcloud-test-guest")
+        http_get(&server.address, "/api/v1/images").contains("vmcloud-test-guest")
     });
     assert!(offered, "the demo image is imported and offered");
-    terminate(&mut child);
+    server.terminate();
     // A second start keeps what the first seeded.
-    let (mut again, address, _lines) = serve(&dir, &["--demo", "--demo-image", &image]);
-    assert!(http_get(&address, "/api/v1/products").contains("demo-nano"));
-    terminate(&mut again);
+    let again = serve(&dir, &["--demo", "--demo-image", &image]);
+    assert!(http_get(&again.address, "/api/v1/products").contains("demo-nano"));
+    again.terminate();
 }
 
 #[test]
 fn admin_create_user_reads_the_password_from_stdin() {
     let dir = TempDir::new().expect("dir");
-    let create = |email: &str, password: &str| {
-        let mut child = vmcloud(&dir)
-            .args(["admin", "create-user", "--email", email, "--role", "admin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawns");
-        std::io::Write::write_all(
-            &mut child.stdin.take().expect("stdin"),
-            format!("{password}\n").as_bytes(),
-        )
-        .expect("writes");
-        child.wait_with_output().expect("exits")
-    };
+    let create = |email: &str, password: &str| create_user(vmcloud(&dir), email, "admin", password);
     let created = create(" Root@Example.ORG ", "a long enough passphrase");
     assert!(
         created.status.success(),
@@ -285,29 +219,10 @@ fn admin_create_user_reads_the_password_from_stdin() {
 #[test]
 fn json_logs_carry_the_request_id() {
     let dir = TempDir::new().expect("dir");
-    let mut child = vmcloud(&dir)
-        .arg("serve")
-        .env("VMCLOUD_BIND", "127.0.0.1:0")
-        .env("VMCLOUD_LOG_LEVEL", "info")
-        .env("VMCLOUD_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let address = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            let entry: serde_json::Value = serde_json::from_str(&line).expect("every line is JSON");
-            let message = entry["message"].as_str()?.to_owned();
-            message
-                .split("listening on http://")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned)
-        })
-        .expect("the URL is logged");
-    let mut stream = std::net::TcpStream::connect(&address).expect("connects");
+    let mut command = vmcloud(&dir);
+    command.arg("serve").env("VMCLOUD_LOG_FORMAT", "json");
+    let server = Running::start(command);
+    let mut stream = std::net::TcpStream::connect(&server.address).expect("connects");
     std::io::Write::write_all(
         &mut stream,
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: trace-42\r\nConnection: close\r\n\r\n",
@@ -315,18 +230,10 @@ fn json_logs_carry_the_request_id() {
     .expect("writes");
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).expect("reads");
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    assert!(child.wait().expect("exits").success());
-    let entries: Vec<serde_json::Value> = lines
-        .map_while(Result::ok)
-        .map(|line| serde_json::from_str(&line).expect("every line is JSON"))
+    let entries: Vec<serde_json::Value> = server
+        .terminate()
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("every line is JSON"))
         .collect();
     assert!(
         entries

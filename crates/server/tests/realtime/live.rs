@@ -9,8 +9,6 @@ use rust_socketio::asynchronous::{Client, ClientBuilder};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::common::TestApp;
-
 /// How long a test waits for an event that needs no VM.
 pub const QUICK: Duration = Duration::from_secs(10);
 
@@ -30,11 +28,11 @@ fn first_value(payload: Payload) -> Value {
     }
 }
 
-/// Opens a connection with `auth` as the handshake's payload (none when
-/// `None`); `Err` carries the `connect_error` message.
-pub async fn connect(app: &TestApp, auth: Option<Value>) -> Result<Live, String> {
+/// Opens a connection to the server at `url` with `auth` as the handshake's
+/// payload (none when `None`); `Err` carries the `connect_error` message.
+pub async fn connect(url: &str, auth: Option<Value>) -> Result<Live, String> {
     let (sender, mut events) = mpsc::unbounded_channel();
-    let mut builder = ClientBuilder::new(app.url("/")).reconnect(false);
+    let mut builder = ClientBuilder::new(url).reconnect(false);
     if let Some(auth) = auth {
         builder = builder.auth(auth);
     }
@@ -66,8 +64,8 @@ pub async fn connect(app: &TestApp, auth: Option<Value>) -> Result<Live, String>
 }
 
 /// Connects with `token`, which must be accepted.
-pub async fn connect_with(app: &TestApp, token: &str) -> Live {
-    connect(app, Some(json!({ "token": token })))
+pub async fn connect_with(url: &str, token: &str) -> Live {
+    connect(url, Some(json!({ "token": token })))
         .await
         .expect("the token is accepted")
 }
