@@ -240,6 +240,64 @@ async fn an_expired_credential_ends_the_connection_unless_renewed() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_revoked_credential_ends_its_connections_at_once() {
+    let app = TestApp::spawn().await;
+    let ann = account(&app, "ann@example.com", UserRole::Customer).await;
+    let other_session = app.session_for(&ann.user_id).await;
+    let token = api_token(&app, &ann, None).await;
+    let mut signed_out = connect_with(&app.url("/"), &ann.access_token).await;
+    let mut by_token = connect_with(&app.url("/"), &token).await;
+    let mut kept = connect_with(&app.url("/"), &other_session.access_token).await;
+
+    // Ann signs out of one session: its connection is told why and closed.
+    let logout = app
+        .authed(Method::POST, "/api/v1/auth/logout", &ann)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(logout.status(), 204);
+    let notice = signed_out.next("session.revoked").await;
+    assert_eq!(notice["id"], ann.user_id.as_str());
+    assert!(notice["reason"].is_string(), "{notice}");
+    signed_out.next("close").await;
+
+    // Her API token is deleted: the connection it opened is closed.
+    let tokens = app
+        .fetch_json(Method::GET, "/api/v1/api-tokens", &other_session)
+        .await;
+    let id = tokens["items"][0]["id"].as_str().expect("token id");
+    let deleted = app
+        .authed(
+            Method::DELETE,
+            &format!("/api/v1/api-tokens/{id}"),
+            &other_session,
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(deleted.status(), 200);
+    by_token.next("session.revoked").await;
+    by_token.next("close").await;
+
+    // The connection of her other session stays and hears what follows.
+    let ann_id = user_id(&ann);
+    events::publish(
+        &app.state.cache,
+        vec![Audience::User(ann_id)],
+        Event::new(
+            EventType::Notification,
+            ann_id,
+            json!({ "text": "still here" }),
+        ),
+    )
+    .await;
+    let (name, notification) = kept.any().await;
+    assert_eq!(name, "notification", "{notification}");
+    assert_eq!(notification["text"], "still here");
+    app.stop().await;
+}
+
 /// The `(from, to)` of the status events up to the one reaching `to`.
 async fn transitions_until(live: &mut Live, to: &str) -> Vec<(Value, Value)> {
     let mut seen = Vec::new();

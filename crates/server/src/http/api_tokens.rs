@@ -14,6 +14,7 @@ use crate::http::problem::Problem;
 use crate::ids::ApiTokenId;
 use crate::modules::api_tokens::{self, ApiTokenView, CreatedApiToken, NewApiToken};
 use crate::modules::audit::{self, Event};
+use crate::modules::auth::revocation;
 use crate::pagination::Page;
 
 /// Create a token. Its secret is in this answer only; store it now.
@@ -60,6 +61,7 @@ pub async fn revoke(
     Path(id): Path<ApiTokenId>,
 ) -> Result<Json<ApiTokenView>> {
     let view = api_tokens::revoke(&state.db, actor.user_id, id).await?;
+    revocation::announce(&state.cache, &revocation::Revoked::ApiToken(id)).await;
     audit::record(
         &state.db,
         &client.audit(Some(&actor)),

@@ -44,8 +44,9 @@ use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::extract::authenticate_token;
 use crate::http::problem::Problem;
-use crate::ids::InstanceId;
+use crate::ids::{InstanceId, UserId};
 use crate::modules::auth::Actor;
+use crate::modules::auth::revocation::{self, Revoked};
 use crate::modules::events::{Audience, CHANNELS};
 use crate::modules::instances;
 use connections::{Connections, Slot};
@@ -56,6 +57,11 @@ const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 /// The event a connection receives just before it is closed because its
 /// credential expired.
 pub const SESSION_EXPIRED: &str = "session.expired";
+
+/// The event a connection receives just before it is closed because its
+/// credential was revoked (a logout, sessions signed out, an API token
+/// deleted).
+pub const SESSION_REVOKED: &str = "session.revoked";
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -83,6 +89,7 @@ pub async fn run<A: Adapter>(io: SocketIo<A>, cache: Cache, stop: CancellationTo
     tokio::select! {
         () = relay(&io, &cache) => {}
         () = expire(&io) => {}
+        () = cut_off_revoked(&io, &cache) => {}
         () = stop.cancelled() => {}
     }
     io.close().await;
@@ -337,6 +344,52 @@ async fn deliver<A: Adapter>(io: &SocketIo<A>, message: &[u8]) {
     }
 }
 
+/// Closes the connections whose credential is revoked, on any replica, as
+/// the revocations are announced.
+async fn cut_off_revoked<A: Adapter>(io: &SocketIo<A>, cache: &Cache) {
+    let mut announced = match cache.subscribe(revocation::CHANNEL).await {
+        Ok(subscription) => subscription,
+        Err(err) => {
+            tracing::error!(
+                error = format!("{err:#}"),
+                "revocations cannot close live connections"
+            );
+            return std::future::pending().await;
+        }
+    };
+    while let Some(message) = announced.next().await {
+        let Ok(revoked) = serde_json::from_slice::<Revoked>(&message) else {
+            tracing::warn!("dropping a revocation that does not decode");
+            continue;
+        };
+        let now = Utc::now();
+        for socket in io.sockets() {
+            let Some(session) = socket.extensions.get::<Arc<Session>>() else {
+                continue;
+            };
+            let actor = session.actor();
+            if revoked.covers(&actor.credential) {
+                let reason = "The credential was revoked; sign in again.";
+                close_with_notice(socket, SESSION_REVOKED, actor.user_id, now, reason);
+            }
+        }
+    }
+}
+
+/// Tells a connection why it is being closed, then closes it: the notice is
+/// queued before the disconnect packet, so it arrives first.
+fn close_with_notice<A: Adapter>(
+    socket: SocketRef<A>,
+    event: &'static str,
+    user: UserId,
+    now: DateTime<Utc>,
+    reason: &str,
+) {
+    let notice = json!({ "type": event, "timestamp": now, "id": user, "reason": reason });
+    let _ = socket.emit(event, &notice);
+    let _ = socket.disconnect();
+}
+
 /// Closes, every [`EXPIRY_CHECK`], the connections whose credential expired.
 async fn expire<A: Adapter>(io: &SocketIo<A>) {
     let mut ticks = tokio::time::interval(EXPIRY_CHECK);
@@ -351,16 +404,15 @@ async fn expire<A: Adapter>(io: &SocketIo<A>) {
             if !session.expired(now) {
                 continue;
             }
-            let notice = json!({
-                "type": SESSION_EXPIRED,
-                "timestamp": now,
-                "id": session.actor().user_id,
-                "reason": "The credential expired; send a fresh token with `authenticate` \
-                           before it does, or connect again with one.",
-            });
-            // Queued before the disconnect packet, so it arrives first.
-            let _ = socket.emit(SESSION_EXPIRED, &notice);
-            let _ = socket.disconnect();
+            let reason = "The credential expired; send a fresh token with `authenticate` \
+                          before it does, or connect again with one.";
+            close_with_notice(
+                socket,
+                SESSION_EXPIRED,
+                session.actor().user_id,
+                now,
+                reason,
+            );
         }
     }
 }

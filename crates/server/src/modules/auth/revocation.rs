@@ -3,10 +3,54 @@
 //! for as long as a revoked token could still be presented.
 
 use chrono::Utc;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::Cache;
 use crate::error::Result;
+use crate::ids::ApiTokenId;
+use crate::modules::auth::Credential;
 use crate::modules::auth::access::{ACCESS_TOKEN_TTL, Claims};
+
+/// Where revocations are announced, so that every replica closes the live
+/// connections that hold a revoked credential (checked only at connect
+/// otherwise).
+pub const CHANNEL: &str = "auth:revoked";
+
+/// A revocation, as announced on [`CHANNEL`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revoked {
+    /// One access token (its `jti`): a logout.
+    AccessToken(uuid::Uuid),
+    /// Every access token of these sessions.
+    Sessions(Vec<uuid::Uuid>),
+    ApiToken(ApiTokenId),
+}
+
+impl Revoked {
+    /// Whether `credential` is one of those revoked.
+    pub fn covers(&self, credential: &Credential) -> bool {
+        match (self, credential) {
+            (Self::AccessToken(revoked), Credential::Session { jti, .. }) => revoked == jti,
+            (Self::Sessions(revoked), Credential::Session { session_id, .. }) => {
+                revoked.contains(session_id)
+            }
+            (Self::ApiToken(revoked), Credential::ApiToken { token_id, .. }) => revoked == token_id,
+            _ => false,
+        }
+    }
+}
+
+/// Tells every replica of a revocation. Requests are refused by the cache
+/// mark or the database already; a lost announcement only leaves live
+/// connections open until their credential expires, so it is logged, not
+/// failed.
+pub async fn announce(cache: &Cache, revoked: &Revoked) {
+    let payload = serde_json::to_vec(revoked).expect("a revocation serialises");
+    if let Err(err) = cache.publish(CHANNEL, &payload).await {
+        tracing::warn!(error = format!("{err:#}"), "cannot announce a revocation");
+    }
+}
 
 fn jti_key(jti: uuid::Uuid) -> String {
     format!("auth:revoked:jti:{jti}")
@@ -32,6 +76,7 @@ pub async fn revoke_access_token(
     if let Some(ttl) = ttl_until(expires_at) {
         cache.set(&jti_key(jti), b"1", Some(ttl)).await?;
     }
+    announce(cache, &Revoked::AccessToken(jti)).await;
     Ok(())
 }
 
@@ -41,6 +86,9 @@ pub async fn revoke_sessions(cache: &Cache, session_ids: &[uuid::Uuid]) -> Resul
     let ttl = ACCESS_TOKEN_TTL.to_std().expect("positive");
     for id in session_ids {
         cache.set(&session_key(*id), b"1", Some(ttl)).await?;
+    }
+    if !session_ids.is_empty() {
+        announce(cache, &Revoked::Sessions(session_ids.to_vec())).await;
     }
     Ok(())
 }
