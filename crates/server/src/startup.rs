@@ -186,7 +186,9 @@ impl Application {
                 let (layer, io) = realtime::layer(&state);
                 let relay = realtime::run(io, state.cache.clone(), shutdown.child_token());
                 (
-                    http::router(state.clone()).layer(layer),
+                    http::router(state.clone())
+                        .layer(layer)
+                        .layer(axum::middleware::map_request(realtime::detach_head)),
                     Some(tokio::spawn(relay)),
                 )
             }

@@ -28,6 +28,9 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use axum::extract::{OriginalUri, Request};
+use axum::http::Uri;
+use axum::http::header::{HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use serde::Deserialize;
@@ -74,6 +77,10 @@ struct Shared {
 /// [`run`] needs.
 pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
+        // What clients send is small (subscriptions, fresh tokens): a 1 KiB
+        // read buffer, grown when a message needs it, instead of 4 KiB kept
+        // by every connection.
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .with_state(Shared {
             state: state.clone(),
             connections: Connections::default(),
@@ -81,6 +88,42 @@ pub fn layer(state: &AppState) -> (SocketIoLayer, SocketIo) {
         .build_layer();
     io.ns("/", on_connect.with(authenticate));
     (layer, io)
+}
+
+/// The initial read buffer of a WebSocket connection.
+const WS_READ_BUFFER: usize = 1024;
+
+/// Where Socket.IO answers (socketioxide's default path).
+const PATH: &str = "/socket.io";
+
+/// Gives a Socket.IO handshake's request head its own memory. socketioxide
+/// keeps each connection's handshake head for the connection's life, and
+/// hyper parses the URI and header values as slices of the connection's
+/// read buffer (16 KiB once it has grown): keeping them (and the router's
+/// `OriginalUri`) kept that buffer, half of what an idle connection cost.
+/// Copies of the few hundred bytes let it go. Other requests pass
+/// untouched.
+pub async fn detach_head(request: Request) -> Request {
+    if !request.uri().path().starts_with(PATH) {
+        return request;
+    }
+    let (mut head, body) = request.into_parts();
+    head.headers = head
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = HeaderName::from_bytes(name.as_str().as_bytes()).ok()?;
+            Some((name, HeaderValue::from_bytes(value.as_bytes()).ok()?))
+        })
+        .collect();
+    if let Ok(uri) = Uri::try_from(head.uri.to_string()) {
+        // The router kept a copy of the URI as it came, too.
+        if let Some(OriginalUri(original)) = head.extensions.get_mut::<OriginalUri>() {
+            original.clone_from(&uri);
+        }
+        head.uri = uri;
+    }
+    Request::from_parts(head, body)
 }
 
 /// Relays live events to the connections and closes those whose credential
@@ -414,5 +457,50 @@ async fn expire<A: Adapter>(io: &SocketIo<A>) {
                 reason,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::extract::{OriginalUri, Request};
+    use bytes::Bytes;
+
+    use super::detach_head;
+
+    /// A request whose URI and header value are slices of one buffer, as
+    /// hyper parses them.
+    fn parsed(path: &str) -> (Request, Bytes) {
+        let buffer = Bytes::from(format!("{path} ada-token").into_bytes());
+        let uri = axum::http::Uri::from_maybe_shared(buffer.slice(..path.len())).expect("uri");
+        let value = axum::http::HeaderValue::from_maybe_shared(buffer.slice(path.len() + 1..))
+            .expect("value");
+        let mut request = Request::builder()
+            .uri(uri.clone())
+            .header("x-token", value)
+            .body(Body::empty())
+            .expect("request");
+        request.extensions_mut().insert(OriginalUri(uri));
+        (request, buffer)
+    }
+
+    #[tokio::test]
+    async fn a_handshake_keeps_its_head_but_not_the_buffer_it_was_parsed_from() {
+        let (request, buffer) = parsed("/socket.io/?EIO=4&transport=websocket");
+        let request = detach_head(request).await;
+        assert_eq!(request.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(request.headers()["x-token"], "ada-token");
+        let original = request.extensions().get::<OriginalUri>().expect("kept");
+        assert_eq!(original.0, "/socket.io/?EIO=4&transport=websocket");
+        // Nothing but this test holds the buffer any more.
+        assert!(buffer.is_unique());
+    }
+
+    #[tokio::test]
+    async fn other_requests_pass_untouched() {
+        let (request, buffer) = parsed("/api/v1/users/me");
+        let request = detach_head(request).await;
+        assert_eq!(request.headers()["x-token"], "ada-token");
+        assert!(!buffer.is_unique(), "still shared with the request");
     }
 }
