@@ -473,10 +473,28 @@ async fn events_report_changes_nobody_asked_the_driver_for() {
     assert!(killed.success());
     wait_for_event(&mut events, id, VmStatus::Crashed).await;
 
-    // A VM that outlived the driver is watched by the next one.
+    // A VM that outlived the driver is watched by the next one. Its watcher
+    // connects in the background, once the old one's connection is closed:
+    // pause the VM until it hears that, so the quit cannot come before it.
     node.driver.start(id).await.expect("start again");
     node.restart_driver().await;
     let mut events = node.driver.events();
+    let mut heard = false;
+    for _ in 0..30 {
+        qmp_query(&node, id, "cont").await;
+        qmp_query(&node, id, "stop").await;
+        let paused = wait_for_event(&mut events, id, VmStatus::Paused);
+        if tokio::time::timeout(Duration::from_secs(2), paused)
+            .await
+            .is_ok()
+        {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "the new driver never watched the VM");
+    qmp_query(&node, id, "cont").await;
+    wait_for_event(&mut events, id, VmStatus::Running).await;
     qmp_query(&node, id, "quit").await;
     wait_for_event(&mut events, id, VmStatus::Stopped).await;
 }
