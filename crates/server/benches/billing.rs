@@ -23,8 +23,7 @@ use anyhow::{Context as _, ensure};
 use chrono::{DateTime, TimeZone as _, Utc};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait as _, EntityTrait as _,
-    PaginatorTrait as _, QueryFilter as _,
+    ColumnTrait as _, ConnectionTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _,
 };
 use secrecy::SecretString;
 use vmcloud_server::cache::Cache;
@@ -33,17 +32,20 @@ use vmcloud_server::db::entities::instance::{self, InstanceStatus};
 use vmcloud_server::db::entities::subscription::{self, SubscriptionStatus};
 use vmcloud_server::db::entities::transaction::{self, TransactionKind};
 use vmcloud_server::db::entities::user::{self, UserRole, UserStatus};
-use vmcloud_server::db::entities::{image, invoice, product, region, usage_segment};
+use vmcloud_server::db::entities::{invoice, usage_segment};
 use vmcloud_server::db::{Database, DatabaseSettings};
 use vmcloud_server::ids::{InstanceId, SubscriptionId, UsageSegmentId, UserId};
 use vmcloud_server::jobs::JobQueue;
 use vmcloud_server::modules::billing;
 
+// The tests' rows, of which the bench needs the catalogue.
+#[allow(dead_code)]
+#[path = "../tests/common/rows.rs"]
+mod rows;
+
 const INSTANCES_PER_ACCOUNT: usize = 10;
 /// Rows per seeding INSERT.
 const SEED_CHUNK: usize = 2_000;
-const HOURLY_MINOR: i64 = 1;
-const MONTHLY_MINOR: i64 = 500;
 const DATABASE: &str = "vmcloud_bench_billing";
 
 fn env_number(name: &str, default: usize) -> anyhow::Result<usize> {
@@ -153,46 +155,12 @@ async fn seed(
     history_hours: usize,
 ) -> anyhow::Result<()> {
     let conn = db.writer();
-    let charged_before = HOURLY_MINOR * i64::try_from(history_hours)?;
     let month = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
-    let region = region::ActiveModel {
-        slug: Set("par1".to_owned()),
-        name: Set("Paris 1".to_owned()),
-        ..Default::default()
-    }
-    .insert(conn)
-    .await?;
-    let plan = product::ActiveModel {
-        slug: Set("s-1".to_owned()),
-        name: Set("Small".to_owned()),
-        vcpus: Set(1),
-        memory_mib: Set(1024),
-        disk_gib: Set(20),
-        transfer_gib: Set(1000),
-        price_monthly_minor: Set(MONTHLY_MINOR),
-        price_hourly_minor: Set(HOURLY_MINOR),
-        setup_fee_minor: Set(0),
-        currency: Set("EUR".to_owned()),
-        active: Set(true),
-        hidden: Set(false),
-        sort_order: Set(0),
-        ..Default::default()
-    }
-    .insert(conn)
-    .await?;
-    let image = image::ActiveModel {
-        slug: Set("debian-12".to_owned()),
-        name: Set("Debian 12".to_owned()),
-        os_family: Set("debian".to_owned()),
-        os_version: Set("12".to_owned()),
-        default_user: Set("debian".to_owned()),
-        min_disk_gib: Set(4),
-        status: Set(image::ImageStatus::Available),
-        active: Set(true),
-        ..Default::default()
-    }
-    .insert(conn)
-    .await?;
+    // The tests' catalogue: its plan costs 1 cent an hour, capped at 5 EUR
+    // a month, so no instance reaches the cap here.
+    let cat = rows::catalogue(conn).await;
+    let (plan, hourly) = (&cat.product, cat.product.price_hourly_minor);
+    let charged_before = hourly * i64::try_from(history_hours)?;
 
     let accounts: Vec<UserId> = (0..instances.div_ceil(INSTANCES_PER_ACCOUNT))
         .map(|_| UserId::new())
@@ -229,8 +197,8 @@ async fn seed(
             id: Set(id),
             user_id: Set(owner),
             product_id: Set(plan.id),
-            region_id: Set(region.id),
-            image_id: Set(image.id),
+            region_id: Set(cat.region.id),
+            image_id: Set(cat.image.id),
             name: Set(format!("vm-{}", id.0.simple())),
             hostname: Set("vm".to_owned()),
             status: Set(InstanceStatus::Running),
@@ -267,8 +235,8 @@ async fn seed(
                 subscription_id: Set(subscription),
                 product_id: Set(plan.id),
                 running: Set(true),
-                hourly_minor: Set(HOURLY_MINOR),
-                monthly_minor: Set(MONTHLY_MINOR),
+                hourly_minor: Set(hourly),
+                monthly_minor: Set(plan.price_monthly_minor),
                 currency: Set("EUR".to_owned()),
                 started_at: Set(month),
                 ended_at: Set(None),
@@ -284,7 +252,7 @@ async fn seed(
     conn.execute_unprepared(&format!(
         "INSERT INTO transactions (id, user_id, kind, amount_minor, currency, instance_id, \
          idempotency_key, usage_hour, description, created_at, updated_at) \
-         SELECT gen_random_uuid(), s.user_id, 'usage', -{HOURLY_MINOR}, 'EUR', s.instance_id, \
+         SELECT gen_random_uuid(), s.user_id, 'usage', -{hourly}, 'EUR', s.instance_id, \
            'usage:' || s.id || ':' || extract(epoch FROM h)::bigint, h, 'seeded', h, h \
          FROM subscriptions s, \
            generate_series(TIMESTAMPTZ '{charged_until}' - INTERVAL '{history_hours} hours', \

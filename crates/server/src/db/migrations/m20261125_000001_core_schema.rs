@@ -21,6 +21,8 @@ use sea_orm_migration::schema::{
     uuid, uuid_null,
 };
 
+use super::{fk, index, unique};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -394,50 +396,6 @@ fn bigint_null<T: IntoIden>(col: T) -> ColumnDef {
 
 fn integer_null<T: IntoIden>(col: T) -> ColumnDef {
     ColumnDef::new(col).integer().null().take()
-}
-
-/// A foreign key named `fk_<table>_<column>`, as PostgreSQL wants constraint
-/// names unique per table and error messages should say which one fired.
-fn fk<F, FC, T>(
-    name: &str,
-    from: F,
-    from_col: FC,
-    to: T,
-    on_delete: ForeignKeyAction,
-) -> ForeignKeyCreateStatement
-where
-    F: IntoIden,
-    FC: IntoIden,
-    T: IntoIden,
-{
-    ForeignKey::create()
-        .name(name)
-        .from(from, from_col)
-        .to(to, Alias::new("id"))
-        .on_delete(on_delete)
-        .take()
-}
-
-fn index<T, C, I>(name: &str, table: T, cols: I) -> IndexCreateStatement
-where
-    T: IntoIden,
-    C: IntoIndexColumn,
-    I: IntoIterator<Item = C>,
-{
-    let mut stmt = Index::create().name(name).table(table).take();
-    for col in cols {
-        stmt.col(col);
-    }
-    stmt
-}
-
-fn unique<T, C, I>(name: &str, table: T, cols: I) -> IndexCreateStatement
-where
-    T: IntoIden,
-    C: IntoIndexColumn,
-    I: IntoIterator<Item = C>,
-{
-    index(name, table, cols).unique().take()
 }
 
 fn users() -> TableCreateStatement {

@@ -6,7 +6,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use super::timestamp_columns;
+use super::{fk, index, timestamp_columns, unique};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -28,7 +28,6 @@ enum DunningCases {
 #[derive(DeriveIden)]
 enum Users {
     Table,
-    Id,
 }
 
 const OPEN_INDEX: &str = "uq_dunning_cases_open_user_id";
@@ -58,35 +57,30 @@ impl MigrationTrait for Migration {
             .col(ColumnDef::new(DunningCases::WarnedAt).timestamp_with_time_zone())
             .col(ColumnDef::new(DunningCases::TerminatedAt).timestamp_with_time_zone())
             .col(ColumnDef::new(DunningCases::ResolvedAt).timestamp_with_time_zone())
-            .foreign_key(
-                ForeignKey::create()
-                    .name("fk_dunning_cases_user_id")
-                    .from(DunningCases::Table, DunningCases::UserId)
-                    .to(Users::Table, Users::Id)
-                    .on_delete(ForeignKeyAction::NoAction),
-            );
+            .foreign_key(&mut fk(
+                "fk_dunning_cases_user_id",
+                DunningCases::Table,
+                DunningCases::UserId,
+                Users::Table,
+                ForeignKeyAction::NoAction,
+            ));
         for column in timestamp_columns() {
             table.col(column);
         }
         manager.create_table(table).await?;
         manager
-            .create_index(
-                Index::create()
-                    .name(OPEN_INDEX)
-                    .table(DunningCases::Table)
-                    .col(DunningCases::OpenUserId)
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(unique(
+                OPEN_INDEX,
+                DunningCases::Table,
+                [DunningCases::OpenUserId],
+            ))
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name(USER_INDEX)
-                    .table(DunningCases::Table)
-                    .col(DunningCases::UserId)
-                    .to_owned(),
-            )
+            .create_index(index(
+                USER_INDEX,
+                DunningCases::Table,
+                [DunningCases::UserId],
+            ))
             .await
     }
 

@@ -4,7 +4,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use super::timestamp_columns;
+use super::{fk, index, timestamp_columns, unique};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -36,7 +36,6 @@ enum CouponRedemptions {
 #[derive(DeriveIden)]
 enum Users {
     Table,
-    Id,
 }
 
 const CODE_INDEX: &str = "uq_coupons_code";
@@ -64,14 +63,7 @@ impl MigrationTrait for Migration {
         }
         manager.create_table(coupons).await?;
         manager
-            .create_index(
-                Index::create()
-                    .name(CODE_INDEX)
-                    .table(Coupons::Table)
-                    .col(Coupons::Code)
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(unique(CODE_INDEX, Coupons::Table, [Coupons::Code]))
             .await?;
         let mut redemptions = Table::create();
         redemptions
@@ -93,43 +85,37 @@ impl MigrationTrait for Migration {
                     .integer()
                     .not_null(),
             )
-            .foreign_key(
-                ForeignKey::create()
-                    .name("fk_coupon_redemptions_coupon_id")
-                    .from(CouponRedemptions::Table, CouponRedemptions::CouponId)
-                    .to(Coupons::Table, Coupons::Id)
-                    .on_delete(ForeignKeyAction::NoAction),
-            )
-            .foreign_key(
-                ForeignKey::create()
-                    .name("fk_coupon_redemptions_user_id")
-                    .from(CouponRedemptions::Table, CouponRedemptions::UserId)
-                    .to(Users::Table, Users::Id)
-                    .on_delete(ForeignKeyAction::NoAction),
-            );
+            .foreign_key(&mut fk(
+                "fk_coupon_redemptions_coupon_id",
+                CouponRedemptions::Table,
+                CouponRedemptions::CouponId,
+                Coupons::Table,
+                ForeignKeyAction::NoAction,
+            ))
+            .foreign_key(&mut fk(
+                "fk_coupon_redemptions_user_id",
+                CouponRedemptions::Table,
+                CouponRedemptions::UserId,
+                Users::Table,
+                ForeignKeyAction::NoAction,
+            ));
         for column in timestamp_columns() {
             redemptions.col(column);
         }
         manager.create_table(redemptions).await?;
         manager
-            .create_index(
-                Index::create()
-                    .name(REDEMPTION_INDEX)
-                    .table(CouponRedemptions::Table)
-                    .col(CouponRedemptions::CouponId)
-                    .col(CouponRedemptions::UserId)
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(unique(
+                REDEMPTION_INDEX,
+                CouponRedemptions::Table,
+                [CouponRedemptions::CouponId, CouponRedemptions::UserId],
+            ))
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name(REDEMPTION_USER_INDEX)
-                    .table(CouponRedemptions::Table)
-                    .col(CouponRedemptions::UserId)
-                    .to_owned(),
-            )
+            .create_index(index(
+                REDEMPTION_USER_INDEX,
+                CouponRedemptions::Table,
+                [CouponRedemptions::UserId],
+            ))
             .await
     }
 

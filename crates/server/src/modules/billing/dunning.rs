@@ -241,16 +241,14 @@ async fn step(
         "owed": owed,
         "overdue_since": since,
     });
-    if case.past_due_at.is_none() && claim(services, case.id, Claim::PastDue, now).await? {
+    let notice = Notice::SuspensionWarning {
+        case_id: case.id,
+        invoices: numbers.iter().map(|&n| n.to_owned()).collect(),
+        owed: owed.clone(),
+        suspend_at,
+    };
+    if take(services, case, Claim::PastDue, now, notice, &details).await? {
         run.past_due += 1;
-        let notice = Notice::SuspensionWarning {
-            case_id: case.id,
-            invoices: numbers.iter().map(|&n| n.to_owned()).collect(),
-            owed: owed.clone(),
-            suspend_at,
-        };
-        notify(services, user, notice).await?;
-        audited(services, "billing.dunning.past_due", user, &details).await?;
     }
     if case.terminated_at.is_none() {
         set_subscriptions(
@@ -262,52 +260,62 @@ async fn step(
         .await?;
     }
     if now >= suspend_at && case.terminated_at.is_none() {
-        if case.suspended_at.is_none() && claim(services, case.id, Claim::Suspended, now).await? {
+        let notice = Notice::Suspended {
+            case_id: case.id,
+            owed: owed.clone(),
+            terminate_at,
+        };
+        if take(services, case, Claim::Suspended, now, notice, &details).await? {
             run.suspended += 1;
-            let notice = Notice::Suspended {
-                case_id: case.id,
-                owed: owed.clone(),
-                terminate_at,
-            };
-            notify(services, user, notice).await?;
-            audited(services, "billing.dunning.suspended", user, &details).await?;
         }
         enforce_suspension(services, user).await?;
     }
-    if now >= warn_at
-        && now < terminate_at
-        && case.warned_at.is_none()
-        && case.terminated_at.is_none()
-        && claim(services, case.id, Claim::Warned, now).await?
-    {
-        run.warned += 1;
+    if now >= warn_at && now < terminate_at && case.terminated_at.is_none() {
         let notice = Notice::TerminationWarning {
             case_id: case.id,
             owed: owed.clone(),
             terminate_at,
         };
-        notify(services, user, notice).await?;
-        audited(
-            services,
-            "billing.dunning.termination_warned",
-            user,
-            &details,
-        )
-        .await?;
+        if take(services, case, Claim::Warned, now, notice, &details).await? {
+            run.warned += 1;
+        }
     }
     if now >= terminate_at {
-        if case.terminated_at.is_none() && claim(services, case.id, Claim::Terminated, now).await? {
+        let notice = Notice::Terminated {
+            case_id: case.id,
+            owed,
+        };
+        if take(services, case, Claim::Terminated, now, notice, &details).await? {
             run.terminated += 1;
-            let notice = Notice::Terminated {
-                case_id: case.id,
-                owed: owed.clone(),
-            };
-            notify(services, user, notice).await?;
-            audited(services, "billing.dunning.terminated", user, &details).await?;
         }
         enforce_termination(services, user).await?;
     }
     Ok(())
+}
+
+/// Takes a step of the case unless it was taken already: claims it, and
+/// if this pass won the claim, tells the account and audits the step.
+async fn take(
+    services: &Services,
+    case: &dunning_case::Model,
+    step: Claim,
+    now: DateTime<Utc>,
+    notice: Notice,
+    details: &serde_json::Value,
+) -> Result<bool> {
+    let taken = match step {
+        Claim::PastDue => case.past_due_at,
+        Claim::Suspended => case.suspended_at,
+        Claim::Warned => case.warned_at,
+        Claim::Terminated => case.terminated_at,
+        Claim::Resolved => case.resolved_at,
+    };
+    if taken.is_some() || !claim(services, case.id, step, now).await? {
+        return Ok(false);
+    }
+    notify(services, case.user_id, notice).await?;
+    audited(services, step.action(), case.user_id, details).await?;
+    Ok(true)
 }
 
 /// Closes a case whose invoices are all paid (or void). The account is
@@ -323,7 +331,7 @@ async fn resolve(
     }
     run.resolved += 1;
     let details = serde_json::json!({"case_id": case.id, "overdue_since": case.overdue_since});
-    audited(services, "billing.dunning.resolved", case.user_id, &details).await?;
+    audited(services, Claim::Resolved.action(), case.user_id, &details).await?;
     if case.suspended_at.is_some() && case.terminated_at.is_none() {
         notify(
             services,
@@ -342,6 +350,19 @@ enum Claim {
     Warned,
     Terminated,
     Resolved,
+}
+
+impl Claim {
+    /// The audit action of the step.
+    fn action(self) -> &'static str {
+        match self {
+            Self::PastDue => "billing.dunning.past_due",
+            Self::Suspended => "billing.dunning.suspended",
+            Self::Warned => "billing.dunning.termination_warned",
+            Self::Terminated => "billing.dunning.terminated",
+            Self::Resolved => "billing.dunning.resolved",
+        }
+    }
 }
 
 /// Records that this pass takes the step; `false` when another pass took
