@@ -452,6 +452,29 @@ async fn qmp_client_sees_real_qemu_events() {
     );
 }
 
+/// Pauses the VM through QMP until the driver reports it. A driver's
+/// watcher connects to the VM's events monitor in the background (after
+/// `start`, or once a previous driver's watcher let go of it), and under
+/// load a first pause can come before it does.
+async fn pause_until_heard(
+    node: &TestNode,
+    events: &mut tokio::sync::broadcast::Receiver<vmcloud_hypervisor::VmEvent>,
+    id: Uuid,
+) {
+    for _ in 0..30 {
+        qmp_query(node, id, "cont").await;
+        qmp_query(node, id, "stop").await;
+        let paused = wait_for_event(events, id, VmStatus::Paused);
+        if tokio::time::timeout(Duration::from_secs(2), paused)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    panic!("the driver never reported the VM paused");
+}
+
 #[tokio::test]
 async fn events_report_changes_nobody_asked_the_driver_for() {
     let mut node = TestNode::new().await;
@@ -462,8 +485,7 @@ async fn events_report_changes_nobody_asked_the_driver_for() {
     node.driver.start(id).await.expect("start");
 
     // Commands sent straight to QEMU, as an operator with a monitor would.
-    qmp_query(&node, id, "stop").await;
-    wait_for_event(&mut events, id, VmStatus::Paused).await;
+    pause_until_heard(&node, &mut events, id).await;
     qmp_query(&node, id, "cont").await;
     wait_for_event(&mut events, id, VmStatus::Running).await;
     let killed = std::process::Command::new("kill")
@@ -473,26 +495,11 @@ async fn events_report_changes_nobody_asked_the_driver_for() {
     assert!(killed.success());
     wait_for_event(&mut events, id, VmStatus::Crashed).await;
 
-    // A VM that outlived the driver is watched by the next one. Its watcher
-    // connects in the background, once the old one's connection is closed:
-    // pause the VM until it hears that, so the quit cannot come before it.
+    // A VM that outlived the driver is watched by the next one.
     node.driver.start(id).await.expect("start again");
     node.restart_driver().await;
     let mut events = node.driver.events();
-    let mut heard = false;
-    for _ in 0..30 {
-        qmp_query(&node, id, "cont").await;
-        qmp_query(&node, id, "stop").await;
-        let paused = wait_for_event(&mut events, id, VmStatus::Paused);
-        if tokio::time::timeout(Duration::from_secs(2), paused)
-            .await
-            .is_ok()
-        {
-            heard = true;
-            break;
-        }
-    }
-    assert!(heard, "the new driver never watched the VM");
+    pause_until_heard(&node, &mut events, id).await;
     qmp_query(&node, id, "cont").await;
     wait_for_event(&mut events, id, VmStatus::Running).await;
     qmp_query(&node, id, "quit").await;
