@@ -144,6 +144,19 @@ pub struct VmStats {
     pub net_tx_bytes: Option<u64>,
 }
 
+/// The snapshot names every driver accepts, in words for error messages.
+pub const SNAPSHOT_NAME_RULE: &str = "1-64 of A-Z a-z 0-9 . _ - starting with a letter";
+
+/// Whether every driver accepts `name` for a snapshot. A leading letter keeps
+/// names apart from qemu-img's numeric snapshot ids and from command options.
+pub fn snapshot_name_is_valid(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
     pub name: String,

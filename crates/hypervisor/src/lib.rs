@@ -13,8 +13,8 @@ pub mod spec;
 mod vm_locks;
 
 pub use driver::{
-    ByteStream, ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmEvent, VmStats,
-    VmStatus, VmSummary, VncEndpoint,
+    ByteStream, ConsoleStream, Driver, Error, Result, SNAPSHOT_NAME_RULE, SnapshotInfo,
+    StopOutcome, VmEvent, VmStats, VmStatus, VmSummary, VncEndpoint, snapshot_name_is_valid,
 };
 #[cfg(feature = "libvirt")]
 pub use libvirt::{LibvirtConfig, LibvirtDriver};

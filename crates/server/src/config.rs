@@ -111,6 +111,9 @@ pub struct Config {
     pub stripe_secret_key: Option<SecretString>,
     /// Where Stripe's REST API is reached; tests point it at a local server.
     pub stripe_api_base: String,
+    /// The bearer token Prometheus scrapes `/metrics` with; without it
+    /// `/metrics` is not served (its figures are the operator's business).
+    pub metrics_token: Option<SecretString>,
     /// With it, `serve` seeds a demo catalog (`vmcloud serve --demo`): this
     /// guest image, and small plans in the local region.
     pub demo_image: Option<PathBuf>,
@@ -294,6 +297,13 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return invalid("public_url must start with http:// or https://".into());
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|token| token.expose_secret().trim().len() < 16)
+        {
+            return invalid("metrics_token must be at least 16 characters".into());
         }
         if !(self.stripe_api_base.starts_with("http://")
             || self.stripe_api_base.starts_with("https://"))

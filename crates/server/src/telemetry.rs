@@ -70,10 +70,7 @@ fn describe() {
         Unit::Seconds,
         "Job run time, by kind."
     );
-    describe_counter!(
-        "vmcloud_emails_queued_total",
-        "Emails queued for delivery, by kind."
-    );
+    describe_counter!("vmcloud_emails_queued_total", "Emails queued for delivery.");
     describe_counter!(
         "vmcloud_instance_transitions_total",
         "Instance status changes, by new status."

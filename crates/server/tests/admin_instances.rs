@@ -281,3 +281,106 @@ async fn an_admin_stops_and_deletes_a_customers_instance() {
     );
     cloud.app.stop().await;
 }
+
+/// The name reaches the owner's invoices: support may read an instance but
+/// not rename it, and every rename is audited with who did it.
+#[tokio::test]
+async fn only_the_owner_and_admins_rename_an_instance_and_it_is_audited() {
+    let app = TestApp::spawn().await;
+    let conn = app.state.db.writer();
+    let cat = catalogue(conn).await;
+    let id = seed(
+        &app,
+        Seeded {
+            name: "web",
+            owner: cat.user.clone(),
+            node: cat.node.clone(),
+            plan: cat.product.clone(),
+            status: InstanceStatus::Running,
+            ipv4: None,
+        },
+        &cat,
+    )
+    .await;
+    let path = format!("/api/v1/instances/{id}");
+    let (_, support) = app
+        .signed_in("help@example.org", PASSWORD, UserRole::Support)
+        .await;
+    let (_, admin) = app
+        .signed_in("root@example.org", PASSWORD, UserRole::Admin)
+        .await;
+    let owner = app.session_for(&cat.user.id.to_string()).await;
+
+    let refused = app
+        .send_json(Method::PATCH, &path, &support, &json!({"name": "pwned"}))
+        .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        app.fetch_json(Method::GET, &path, &owner).await["name"],
+        "web"
+    );
+
+    for (session, name) in [(&owner, "frontend"), (&admin, "frontend-2")] {
+        let renamed = app
+            .send_json(Method::PATCH, &path, session, &json!({"name": name}))
+            .await;
+        assert_eq!(renamed.status(), 200);
+    }
+    let renames: Vec<_> = audit_log::Entity::find()
+        .all(app.state.db.writer())
+        .await
+        .expect("audit rows")
+        .into_iter()
+        .filter(|e| e.action == "instance.renamed")
+        .collect();
+    assert_eq!(renames.len(), 2, "{renames:?}");
+    assert_eq!(renames[0].actor_id, Some(cat.user.id));
+    assert_eq!(renames[0].details, json!({"from": "web", "to": "frontend"}));
+    assert_eq!(
+        renames[1].actor_id.map(|a| a.to_string()),
+        Some(admin.user_id.clone())
+    );
+    assert_eq!(renames[1].object_id.as_deref(), Some(id.as_str()));
+    app.stop().await;
+}
+
+/// A snapshot name the drivers refuse is refused before anything is queued:
+/// the driver would only find out after stopping the VM.
+#[tokio::test]
+async fn snapshot_names_follow_the_drivers_rule_up_front() {
+    let app = TestApp::spawn().await;
+    let conn = app.state.db.writer();
+    let cat = catalogue(conn).await;
+    let id = seed(
+        &app,
+        Seeded {
+            name: "web",
+            owner: cat.user.clone(),
+            node: cat.node.clone(),
+            plan: cat.product.clone(),
+            status: InstanceStatus::Running,
+            ipv4: None,
+        },
+        &cat,
+    )
+    .await;
+    let owner = app.session_for(&cat.user.id.to_string()).await;
+    let snapshots = format!("/api/v1/instances/{id}/snapshots");
+    for bad in ["-d", "1st", ".hidden", "with space"] {
+        let refused = app
+            .send_json(Method::POST, &snapshots, &owner, &json!({"name": bad}))
+            .await;
+        assert_eq!(refused.status(), 422, "{bad:?}");
+        let problem = common::problem(refused).await;
+        assert_eq!(problem["errors"][0]["field"], "name", "{problem}");
+    }
+    let actions = app
+        .fetch_json(
+            Method::GET,
+            &format!("/api/v1/instances/{id}/actions"),
+            &owner,
+        )
+        .await;
+    assert_eq!(actions["items"], json!([]), "nothing was queued");
+    app.stop().await;
+}

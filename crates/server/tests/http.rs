@@ -6,6 +6,8 @@ mod common;
 use axum::Router;
 use axum::routing::post;
 use common::{TestApp, problem};
+use serde_json::json;
+use vmcloud_server::db::entities::user::UserRole;
 use vmcloud_server::http::json::ValidJson;
 
 #[tokio::test]
@@ -143,7 +145,27 @@ async fn swagger_ui_is_served_from_the_binary() {
 async fn metrics_expose_requests_pool_queue_and_build_info() {
     let app = TestApp::spawn().await;
     assert_eq!(app.get("/healthz").await.status(), 200);
-    let metrics = app.get("/metrics").await;
+    // A reset mail for an account, none for an unknown address: the counts
+    // must not tell them apart.
+    app.create_user("ada@example.org", "a long passphrase", UserRole::Customer)
+        .await;
+    for email in ["ada@example.org", "nobody@example.org"] {
+        let answer = app
+            .post_json("/api/v1/auth/forgot-password", &json!({ "email": email }))
+            .await;
+        assert_eq!(answer.status(), 202);
+    }
+    let anonymous = app.get("/metrics").await;
+    assert_eq!(anonymous.status(), 401, "the figures are the operator's");
+    let wrong = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("not-the-metrics-token")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(wrong.status(), 401);
+    let metrics = app.scrape().await;
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.expect("text");
     for needle in [
@@ -155,7 +177,15 @@ async fn metrics_expose_requests_pool_queue_and_build_info() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+    assert!(
+        !text.contains("vmcloud_emails_queued_total{"),
+        "emails are counted without their kind:\n{text}"
+    );
     app.stop().await;
+
+    let unconfigured = TestApp::spawn_with(|config| config.metrics_token = None).await;
+    assert_eq!(unconfigured.get("/metrics").await.status(), 404);
+    unconfigured.stop().await;
 }
 
 #[tokio::test]

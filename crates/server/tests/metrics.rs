@@ -223,7 +223,7 @@ async fn a_running_vm_is_sampled_into_its_series_and_onto_metrics() {
     }
 
     let series = format!("vmcloud_instance_cpu_percent{{instance=\"{id}\"}}");
-    let scrape = || async { app.get("/metrics").await.text().await.expect("text") };
+    let scrape = || async { app.scrape().await.text().await.expect("text") };
     assert!(scrape().await.contains(&series));
 
     let other = cloud.customer("eve@example.org").await;

@@ -118,7 +118,7 @@ async fn metrics_report_the_platform_and_pass_promtool() {
     let app = TestApp::spawn().await;
     seed(&app).await;
 
-    let response = app.get("/metrics").await;
+    let response = app.scrape().await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.expect("text");
     for (series, value) in [

@@ -610,7 +610,7 @@ async fn an_invoice_paid_by_card_is_paid_once_and_refunds_never_exceed_the_payme
 }
 
 async fn failures_counted(app: &TestApp) -> u64 {
-    let text = app.get("/metrics").await.text().await.expect("text");
+    let text = app.scrape().await.text().await.expect("text");
     text.lines()
         .find(|l| l.starts_with("vmcloud_payment_failures_total{currency=\"EUR\"}"))
         .and_then(|l| l.rsplit(' ').next())

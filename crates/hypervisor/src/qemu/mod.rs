@@ -773,17 +773,12 @@ fn status_of_run_state(run_state: &str) -> VmStatus {
 }
 
 pub(crate) fn validate_snapshot_name(name: &str) -> Result<()> {
-    let valid = (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if valid {
+    if crate::driver::snapshot_name_is_valid(name) {
         Ok(())
     } else {
-        // A leading letter keeps names apart from qemu-img's numeric snapshot ids.
         Err(Error::InvalidArgument(format!(
-            "snapshot names are 1-64 of A-Z a-z 0-9 . _ - starting with a letter, got {name:?}"
+            "snapshot names are {}, got {name:?}",
+            crate::driver::SNAPSHOT_NAME_RULE
         )))
     }
 }

@@ -126,11 +126,13 @@ pub async fn get_metrics(
 pub async fn rename(
     State(state): State<AppState>,
     CurrentUser(actor): CurrentUser,
+    client: ClientInfo,
     Path(id): Path<InstanceId>,
     ValidJson(body): ValidJson<InstanceChanges>,
 ) -> Result<Json<InstanceView>> {
+    let context = client.audit(Some(&actor));
     Ok(Json(
-        instances::rename(&state.instances(), &actor, id, body).await?,
+        instances::rename(&state.instances(), &actor, id, body, &context).await?,
     ))
 }
 

@@ -2,14 +2,22 @@
 //! scrape, the database pool, the job queue depth, the latest usage of each
 //! instance this process samples, and the business and infrastructure
 //! figures of the database (see `crate::modules::monitoring`).
+//!
+//! The figures are the operator's (revenue, users, capacity): they are served
+//! only with the configured `metrics_token` as a bearer token, and not at
+//! all without one.
 
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use secrecy::{ExposeSecret as _, SecretString};
+use subtle::ConstantTimeEq as _;
+
+use crate::error::Error;
 use crate::http::AppState;
 use crate::modules::monitoring;
 
@@ -37,8 +45,30 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether `headers` carry `Authorization: Bearer <token>`.
+fn presents(headers: &HeaderMap, token: &SecretString) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes())))
+}
+
 /// `GET /metrics`, in the Prometheus text format.
-pub async fn render(State(state): State<AppState>) -> Response {
+pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(token) = &state.config.metrics_token else {
+        return Error::NotFound("No such route.".to_owned()).into_response();
+    };
+    if !presents(&headers, token) {
+        let mut refused =
+            Error::Unauthorized("Scraping needs the metrics token as a bearer token.".to_owned())
+                .into_response();
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return refused;
+    }
     let pool = state.db.pool_usage();
     metrics::gauge!("vmcloud_db_pool_connections").set(f64::from(pool.size));
     metrics::gauge!("vmcloud_db_pool_idle_connections").set(f64::from(pool.idle));

@@ -19,6 +19,9 @@ use secrecy::SecretString;
 use tempfile::TempDir;
 use vmcloud_server::db::{Database, DatabaseSettings};
 
+/// The bearer token test servers serve `/metrics` with.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789";
+
 /// A database that exists for one test. SQLite files vanish with the temp
 /// directory; PostgreSQL databases are named `vmcloud_t_*` and dropped by the
 /// test script before each run.
@@ -180,6 +183,7 @@ impl TestApp {
         config.worker_poll_interval_ms = 50;
         // One reconciliation at start; tests of the reconciler shorten this.
         config.reconcile_interval_secs = 3600;
+        config.metrics_token = Some(SecretString::from(METRICS_TOKEN));
         if let Some((url, prefix)) = test_redis() {
             config.redis_url = Some(url);
             config.redis_prefix = prefix;
@@ -288,6 +292,16 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `GET /metrics` as Prometheus scrapes it, with the metrics token.
+    pub async fn scrape(&self) -> reqwest::Response {
+        self.client
+            .get(self.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
             .send()
             .await
             .expect("request sent")

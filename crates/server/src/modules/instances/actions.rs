@@ -13,7 +13,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Services, by_id_or_slug, owned, visible};
+use super::{Services, by_id_or_slug, owned};
 use crate::db::entities::instance::{self, InstanceStatus};
 use crate::db::entities::instance_action::{self, ActionKind, ActionStatus};
 use crate::db::entities::{image, product};
@@ -21,9 +21,6 @@ use crate::error::{Error, FieldError, Result};
 use crate::ids::{InstanceActionId, InstanceId, UserId};
 use crate::modules::auth::Actor;
 use crate::pagination::{Page, PageRequest, fetch_page};
-
-/// Snapshot names: what `qemu-img snapshot` and libvirt both accept.
-const MAX_SNAPSHOT_NAME: usize = 64;
 
 /// The body of `POST /instances/{id}/actions`.
 #[derive(Clone, Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
@@ -203,14 +200,7 @@ pub async fn request(
 ) -> Result<ActionView> {
     actor.require_write()?;
     let db = &services.db;
-    let row = visible(db, actor, id).await?;
-    // Support staff read customers' instances but do not act on them, as
-    // with consoles: a hosting company's support escalates to an admin.
-    if row.user_id != actor.user_id && !actor.is_admin()? {
-        return Err(Error::Forbidden(
-            "Only the instance's owner and admins may act on it.".to_owned(),
-        ));
-    }
+    let row = super::changeable(db, actor, id, "act on").await?;
     // The owner of a suspended instance may only give it up.
     if row.status == InstanceStatus::Suspended
         && request.kind() != ActionKind::Delete
@@ -358,20 +348,17 @@ async fn params_of(
     }
 }
 
+/// Checked up front with the drivers' own rule: a name the driver refuses
+/// would fail only after the VM had been stopped for the snapshot.
 pub fn check_snapshot_name(name: &str) -> Result<()> {
-    let valid = (1..=MAX_SNAPSHOT_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && !name.starts_with('.');
-    if valid {
+    if vmcloud_hypervisor::snapshot_name_is_valid(name) {
         Ok(())
     } else {
         Err(Error::Validation {
             message: "The snapshot name is invalid.".to_owned(),
             fields: vec![FieldError::new(
                 "name",
-                format!("must be 1-{MAX_SNAPSHOT_NAME} letters, digits, '-', '_' or '.'"),
+                format!("must be {}", vmcloud_hypervisor::SNAPSHOT_NAME_RULE),
             )],
         })
     }

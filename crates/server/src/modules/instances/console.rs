@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, broadcast, mpsc};
 use tokio::task::AbortHandle;
 use vmcloud_hypervisor::{ConsoleStream, Driver, VncEndpoint};
 
-use super::{Services, actions, visible};
+use super::{Services, actions};
 use crate::db::entities::instance::{self, InstanceStatus};
 use crate::db::entities::node;
 use crate::error::{Error, Result};
@@ -79,12 +79,7 @@ fn ticket_key(ticket: &str) -> String {
 /// for an admin. Support staff may not type into customers' machines.
 pub async fn issue(services: &Services, actor: &Actor, id: InstanceId) -> Result<ConsoleTicket> {
     actor.require_write()?;
-    let row = visible(&services.db, actor, id).await?;
-    if row.user_id != actor.user_id && !actor.is_admin()? {
-        return Err(Error::Forbidden(
-            "Only the instance's owner and admins may open its console.".to_owned(),
-        ));
-    }
+    let row = super::changeable(&services.db, actor, id, "open the console of").await?;
     if !CONSOLE_STATES.contains(&row.status) {
         return Err(actions::invalid_state("open the console of", row.status));
     }

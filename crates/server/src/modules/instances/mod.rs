@@ -35,6 +35,7 @@ use crate::db::entities::{image, node, product, product_region, region, ssh_key,
 use crate::error::{Error, FieldError, Result};
 use crate::ids::{InstanceId, NodeId, SshKeyId};
 use crate::jobs::JobQueue;
+use crate::modules::audit;
 use crate::modules::auth::Actor;
 use crate::modules::billing;
 use crate::modules::instances::actions::ActionView;
@@ -161,6 +162,24 @@ pub struct Services {
 /// An instance the actor may see, or 404.
 pub async fn visible(db: &Database, actor: &Actor, id: InstanceId) -> Result<instance::Model> {
     owned(db, actor, id, false).await
+}
+
+/// An instance the actor may change: their own, or any for an admin.
+/// Support staff read customers' instances but do not act on them: a
+/// hosting company's support escalates to an admin.
+pub async fn changeable(
+    db: &Database,
+    actor: &Actor,
+    id: InstanceId,
+    verb: &str,
+) -> Result<instance::Model> {
+    let row = visible(db, actor, id).await?;
+    if row.user_id != actor.user_id && !actor.is_admin()? {
+        return Err(Error::Forbidden(format!(
+            "Only the instance's owner and admins may {verb} it."
+        )));
+    }
+    Ok(row)
 }
 
 /// Like [`visible`], and also once deleted when `include_deleted`: the
@@ -649,16 +668,24 @@ pub async fn rename(
     actor: &Actor,
     id: InstanceId,
     changes: InstanceChanges,
+    context: &audit::Context,
 ) -> Result<InstanceView> {
     actor.require_write()?;
-    let row = visible(&services.db, actor, id).await?;
     let Some(name) = changes.name else {
+        let row = visible(&services.db, actor, id).await?;
         return view_of(services, actor, row).await;
     };
+    // The name reaches the customer's invoices, so it is theirs to change.
+    let row = changeable(&services.db, actor, id, "rename").await?;
     Error::check_fields(check_name("name", &name).into_iter().collect())?;
+    let from = row.name.clone();
     let mut active = row.into_active_model();
     active.name = Set(name.trim().to_owned());
     let row = active.update(services.db.writer()).await?;
+    let event = audit::Event::new("instance.renamed")
+        .on("instance", row.id)
+        .details(serde_json::json!({ "from": from, "to": row.name }));
+    audit::record(&services.db, context, event).await?;
     view_of(services, actor, row).await
 }
 

@@ -15,7 +15,7 @@ use crate::modules::auth::Actor;
 #[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSnapshot {
-    /// 1-64 letters, digits, `-`, `_` or `.`.
+    /// 1-64 letters, digits, `.`, `_` or `-`, starting with a letter.
     #[garde(skip)]
     pub name: String,
 }
