@@ -501,3 +501,56 @@ async fn when_required_staff_must_enrol_before_using_staff_powers() {
     );
     app.stop().await;
 }
+
+/// A stolen access token cannot guess the password or the second factor:
+/// wrong ones typed to confirm a change count towards the sign-in lockout,
+/// which then holds for the right ones and for signing in too.
+#[tokio::test]
+async fn wrong_passwords_and_codes_on_reauthentication_lock_the_account() {
+    use vmcloud_server::modules::auth::login::FREE_FAILURES;
+    let app = TestApp::spawn().await;
+    let id = app.register("ada@example.org", PASSWORD).await;
+    let session = app.session_for(&id).await;
+    let (secret, _) = enable(&app, &session).await;
+    let disable = |password: &str, code: String| {
+        let body = json!({"password": password, "code": code});
+        let (app, session) = (&app, &session);
+        async move {
+            app.send_json(Method::POST, "/api/v1/users/me/2fa/disable", session, &body)
+                .await
+        }
+    };
+    for attempt in 1..FREE_FAILURES {
+        let wrong = if attempt % 2 == 0 {
+            disable(PASSWORD, "abcde-fghjk".to_owned()).await
+        } else {
+            disable("not my password at all", code_at(&secret, 0)).await
+        };
+        assert_eq!(wrong.status(), 422, "attempt {attempt}");
+    }
+    let locking = disable(PASSWORD, "abcde-fghjk".to_owned()).await;
+    assert_eq!(locking.status(), 429);
+    assert!(locking.headers().contains_key("retry-after"));
+    let right = disable(PASSWORD, code_at(&secret, 30)).await;
+    assert_eq!(right.status(), 429, "locked even for the right answers");
+    let login = login_with(&app, "ada@example.org", Some(&code_at(&secret, 30))).await;
+    assert_eq!(login.status(), 429, "and for signing in");
+
+    let bob = app.register("bob@example.org", PASSWORD).await;
+    let bob = app.session_for(&bob).await;
+    let change = |current: &'static str| {
+        let body = json!({"current_password": current, "new_password": "a brand new passphrase"});
+        let (app, bob) = (&app, &bob);
+        async move {
+            app.send_json(Method::POST, "/api/v1/users/me/password", bob, &body)
+                .await
+                .status()
+        }
+    };
+    for _ in 1..FREE_FAILURES {
+        assert_eq!(change("not my password at all").await, 422);
+    }
+    assert_eq!(change("not my password at all").await, 429);
+    assert_eq!(change(PASSWORD).await, 429);
+    app.stop().await;
+}

@@ -91,9 +91,14 @@ pub async fn enrol(
     ValidJson(body): ValidJson<PasswordConfirmation>,
 ) -> Result<Json<Enrolment>> {
     actor.require_session()?;
-    let enrolment =
-        two_factor::begin_enrolment(&state.db, &state.user_views, actor.user_id, body.password)
-            .await?;
+    let enrolment = two_factor::begin_enrolment(
+        &state.db,
+        &state.cache,
+        &state.user_views,
+        actor.user_id,
+        body.password,
+    )
+    .await?;
     audit_change(&state, &client, &actor, "user.2fa_enrolment_started").await?;
     Ok(Json(enrolment))
 }
@@ -138,6 +143,7 @@ pub async fn disable(
     actor.require_session()?;
     two_factor::disable(
         &state.db,
+        &state.cache,
         &state.user_views,
         actor.user_id,
         body.password,
@@ -163,9 +169,14 @@ pub async fn regenerate_recovery_codes(
     ValidJson(body): ValidJson<ReauthenticationRequest>,
 ) -> Result<Json<RecoveryCodes>> {
     actor.require_session()?;
-    let recovery_codes =
-        two_factor::regenerate_recovery_codes(&state.db, actor.user_id, body.password, &body.code)
-            .await?;
+    let recovery_codes = two_factor::regenerate_recovery_codes(
+        &state.db,
+        &state.cache,
+        actor.user_id,
+        body.password,
+        &body.code,
+    )
+    .await?;
     audit_change(
         &state,
         &client,

@@ -96,6 +96,7 @@ pub async fn change_password(
 ) -> Result<StatusCode> {
     users::change_password(
         &state.db,
+        &state.cache,
         actor.user_id,
         body.current_password,
         body.new_password,
@@ -167,7 +168,14 @@ pub async fn delete_me(
     ValidJson(body): ValidJson<AccountDeletion>,
 ) -> Result<StatusCode> {
     let before = users::find(&state.db, actor.user_id).await?;
-    users::delete_account(&state.db, &state.user_views, actor.user_id, body.password).await?;
+    users::delete_account(
+        &state.db,
+        &state.cache,
+        &state.user_views,
+        actor.user_id,
+        body.password,
+    )
+    .await?;
     let revoked = sessions::revoke_all(&state.db, actor.user_id, None).await?;
     revocation::revoke_sessions(&state.cache, &revoked).await?;
     let event = Event::new("user.deleted")

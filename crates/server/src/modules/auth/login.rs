@@ -147,6 +147,83 @@ pub async fn record_failure(
     Ok(locked_for)
 }
 
+/// Refuses re-authentication while the account is locked out by failures.
+async fn refuse_while_locked(cache: &Cache, email: &str) -> Result<()> {
+    match cache.ttl(&lockout_key(email)).await? {
+        Some(left) => Err(too_many_attempts(left)),
+        None => Ok(()),
+    }
+}
+
+fn too_many_attempts(left: Duration) -> Error {
+    Error::RateLimited {
+        message: "Too many wrong attempts: try again later.".to_owned(),
+        retry_after_secs: left.as_secs().max(1),
+    }
+}
+
+/// A wrong password or code typed to confirm a sensitive change: counted
+/// like a failed sign-in, and 429 once it locks the account.
+async fn refuse_wrong(
+    db: &Database,
+    cache: &Cache,
+    account: &user::Model,
+    field: &'static str,
+    message: &'static str,
+) -> Error {
+    match record_failure(db, cache, &account.email, Some(account.clone())).await {
+        Ok(Some(locked_for)) => too_many_attempts(locked_for),
+        Ok(None) => Error::invalid_field(field, message),
+        Err(err) => err,
+    }
+}
+
+/// Checks the password a signed-in account holder typed to confirm a
+/// sensitive change (password, deletion, second factor). Wrong ones count
+/// towards the sign-in lockout, so a stolen access token cannot guess the
+/// password without end; a right one forgives nothing, only a full sign-in
+/// does.
+pub async fn confirm_password(
+    db: &Database,
+    cache: &Cache,
+    account: &user::Model,
+    presented: SecretString,
+    field: &'static str,
+) -> Result<()> {
+    refuse_while_locked(cache, &account.email).await?;
+    if password::verify(presented, account.password_hash.clone()).await? {
+        Ok(())
+    } else {
+        Err(refuse_wrong(db, cache, account, field, "is not your current password").await)
+    }
+}
+
+/// Checks a second factor typed to confirm a change, counted like
+/// [`confirm_password`].
+pub async fn confirm_second_factor(
+    db: &Database,
+    cache: &Cache,
+    account: &user::Model,
+    code: &str,
+) -> Result<()> {
+    refuse_while_locked(cache, &account.email).await?;
+    if crate::modules::auth::two_factor::verify(db, account, code)
+        .await?
+        .is_some()
+    {
+        Ok(())
+    } else {
+        Err(refuse_wrong(
+            db,
+            cache,
+            account,
+            "code",
+            "is not a valid code from your authenticator app",
+        )
+        .await)
+    }
+}
+
 /// Records a completed login (after any second factor). Failures are only
 /// forgiven here: a right password alone must not reset the count, or the
 /// second factor could be guessed without end.

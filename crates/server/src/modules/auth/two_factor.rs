@@ -17,10 +17,12 @@ use secrecy::SecretString;
 use serde::Serialize;
 use totp_rs::{Secret, Totp};
 
+use crate::cache::Cache;
 use crate::db::Database;
 use crate::db::entities::{now, recovery_code, user};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
+use crate::modules::auth::login;
 use crate::modules::auth::sessions::hash_token;
 use crate::modules::users::{self, UserViews};
 
@@ -104,12 +106,13 @@ pub async fn status(db: &Database, user_id: UserId) -> Result<TwoFactorStatus> {
 /// password so a stolen access token cannot lock the owner out.
 pub async fn begin_enrolment(
     db: &Database,
+    cache: &Cache,
     views: &UserViews,
     user_id: UserId,
     password: SecretString,
 ) -> Result<Enrolment> {
     let account = users::find(db, user_id).await?;
-    users::confirm_password(&account, password, "password").await?;
+    login::confirm_password(db, cache, &account, password, "password").await?;
     if account.totp_enabled_at.is_some() {
         return Err(Error::Conflict(
             "Two-factor authentication is already on; turn it off first to change the device."
@@ -269,6 +272,7 @@ pub async fn confirm_enrolment(
 /// weaken or reset the protection.
 async fn reauthenticate(
     db: &Database,
+    cache: &Cache,
     user_id: UserId,
     password: SecretString,
     code: &str,
@@ -279,22 +283,21 @@ async fn reauthenticate(
             "Two-factor authentication is not on.".to_owned(),
         ));
     }
-    users::confirm_password(&account, password, "password").await?;
-    if verify(db, &account, code).await?.is_none() {
-        return Err(wrong_code());
-    }
+    login::confirm_password(db, cache, &account, password, "password").await?;
+    login::confirm_second_factor(db, cache, &account, code).await?;
     Ok(account)
 }
 
 /// Turns two-factor authentication off, after the password and a code.
 pub async fn disable(
     db: &Database,
+    cache: &Cache,
     views: &UserViews,
     user_id: UserId,
     password: SecretString,
     code: &str,
 ) -> Result<()> {
-    let account = reauthenticate(db, user_id, password, code).await?;
+    let account = reauthenticate(db, cache, user_id, password, code).await?;
     clear(db, views, account).await?;
     Ok(())
 }
@@ -302,11 +305,12 @@ pub async fn disable(
 /// Issues a new set of recovery codes; the old ones stop working.
 pub async fn regenerate_recovery_codes(
     db: &Database,
+    cache: &Cache,
     user_id: UserId,
     password: SecretString,
     code: &str,
 ) -> Result<Vec<String>> {
-    reauthenticate(db, user_id, password, code).await?;
+    reauthenticate(db, cache, user_id, password, code).await?;
     let txn = db.begin_write().await?;
     let codes = replace_recovery_codes(&txn, user_id).await?;
     txn.commit().await?;

@@ -9,9 +9,11 @@ pub mod views;
 use sea_orm::{ActiveModelTrait as _, ActiveValue::Set};
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::cache::Cache;
 use crate::db::Database;
 use crate::db::entities::user::{self, UserRole, UserStatus, normalise_email};
 use crate::error::{Error, FieldError, Result};
+use crate::modules::auth::login;
 use crate::validation::check_name;
 pub use views::UserViews;
 
@@ -260,23 +262,10 @@ pub async fn save(
     Ok(account)
 }
 
-/// Checks a password an account holder typed to confirm a sensitive change;
-/// a wrong one is a field error on `field`.
-pub async fn confirm_password(
-    account: &user::Model,
-    presented: SecretString,
-    field: &'static str,
-) -> Result<()> {
-    if password::verify(presented, account.password_hash.clone()).await? {
-        Ok(())
-    } else {
-        Err(Error::invalid_field(field, "is not your current password"))
-    }
-}
-
 /// Changes a password after checking the current one.
 pub async fn change_password(
     db: &Database,
+    cache: &Cache,
     id: crate::ids::UserId,
     current: SecretString,
     new: SecretString,
@@ -286,7 +275,7 @@ pub async fn change_password(
     if let Some(problem) = check_password_policy("new_password", &new) {
         return Err(Error::invalid(vec![problem]));
     }
-    confirm_password(&account, current, "current_password").await?;
+    login::confirm_password(db, cache, &account, current, "current_password").await?;
     let hash = password::hash(new).await?;
     let mut active = account.into_active_model();
     active.password_hash = Set(hash);
@@ -299,13 +288,14 @@ pub async fn change_password(
 /// at it; the email is released so the address can sign up again.
 pub async fn delete_account(
     db: &Database,
+    cache: &Cache,
     views: &UserViews,
     id: crate::ids::UserId,
     password_check: SecretString,
 ) -> Result<user::Model> {
     use sea_orm::IntoActiveModel as _;
     let account = find(db, id).await?;
-    confirm_password(&account, password_check, "password").await?;
+    login::confirm_password(db, cache, &account, password_check, "password").await?;
     let released = format!("deleted+{}@invalid", account.id);
     let mut active = account.into_active_model();
     active.status = Set(UserStatus::Deleted);
