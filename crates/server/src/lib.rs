@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod mail;
 pub mod modules;
 pub mod pagination;
+pub mod private_files;
 pub mod realtime;
 pub mod startup;
 pub mod telemetry;

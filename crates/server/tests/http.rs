@@ -374,3 +374,44 @@ async fn cors_allows_only_the_configured_origins_with_credentials() {
     );
     same_origin_only.stop().await;
 }
+
+/// The data directory holds the database, keys and attachments: only the
+/// platform's account may read it, also on an install made before the rule.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_database_are_private_after_every_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let app = TestApp::spawn().await;
+    let (database, config) = app.stop_keeping_data().await;
+    let dir = config.data_dir.clone();
+    let sqlite = dir.join("vmcloud.db");
+    chmod(&dir, 0o755);
+    if sqlite.exists() {
+        chmod(&sqlite, 0o644);
+    }
+    let app = TestApp::spawn_on(database, config).await;
+    assert_eq!(mode(&dir), 0o700);
+    if database_is_sqlite() {
+        assert_eq!(mode(&sqlite), 0o600);
+        assert_eq!(mode(&dir.join("vmcloud.db-wal")), 0o600);
+    }
+    assert_eq!(
+        mode(&dir.join(vmcloud_server::modules::auth::keys::GENERATED_KEY_FILE)),
+        0o600
+    );
+    app.stop().await;
+}
+
+fn database_is_sqlite() -> bool {
+    std::env::var("VMCLOUD_TEST_DATABASE_URL").map_or(true, |url| url.is_empty())
+}

@@ -176,7 +176,7 @@ async fn connect_sqlite(
     settings: &DatabaseSettings,
 ) -> anyhow::Result<DatabaseConnection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        crate::private_files::create_dir(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     }
     let options = SqliteConnectOptions::new()
@@ -194,6 +194,13 @@ async fn connect_sqlite(
         .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
     let conn = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
     conn.execute_unprepared("SELECT 1").await?;
+    // SQLite creates the -wal and -shm files with the database's mode.
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        crate::private_files::restrict_file(Path::new(&file))
+            .with_context(|| format!("cannot make {} private", path.display()))?;
+    }
     Ok(conn)
 }
 

@@ -126,7 +126,7 @@ fn read_or_create_key_file(data_dir: &Path) -> anyhow::Result<String> {
     if let Ok(text) = std::fs::read_to_string(&path) {
         return Ok(text);
     }
-    std::fs::create_dir_all(data_dir)
+    crate::private_files::create_dir(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let key = generate_key();
     write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;

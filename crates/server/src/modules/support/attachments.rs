@@ -218,13 +218,20 @@ async fn write_file(path: &std::path::Path, content: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| anyhow::anyhow!("an attachment path without a directory"))?;
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|err| anyhow::anyhow!("creating {}: {err}", dir.display()))?;
-    let partial = path.with_extension("partial");
-    tokio::fs::write(&partial, content)
-        .await
-        .map_err(|err| anyhow::anyhow!("writing {}: {err}", partial.display()))?;
+    let (dir, partial, content) = (
+        dir.to_path_buf(),
+        path.with_extension("partial"),
+        content.to_vec(),
+    );
+    let written = partial.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::private_files::create_dir(&dir)
+            .map_err(|err| anyhow::anyhow!("creating {}: {err}", dir.display()))?;
+        crate::private_files::write_new(&written, &content)
+            .map_err(|err| anyhow::anyhow!("writing {}: {err}", written.display()))
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
     tokio::fs::rename(&partial, path)
         .await
         .map_err(|err| anyhow::anyhow!("renaming {}: {err}", partial.display()))?;
