@@ -630,6 +630,46 @@ mod tests {
     }
 
     #[test]
+    fn image_import_settings_are_parsed_and_checked() {
+        Jail::expect_with(|jail| {
+            let config = load_in(jail, None).expect("defaults");
+            assert_eq!(config.image_import_dir(), PathBuf::from("./data/imports"));
+            assert!(config.image_download_allowed_hosts.is_empty());
+            jail.set_env("VMCLOUD_IMAGE_IMPORT_DIR", "/srv/images");
+            jail.set_env(
+                "VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_HOSTS",
+                "[\"mirror.internal:8080\", \"10.0.0.5\"]",
+            );
+            jail.set_env(
+                "VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_NETWORKS",
+                "[\"10.20.0.0/16\"]",
+            );
+            let config = load_in(jail, None).expect("valid");
+            assert_eq!(config.image_import_dir(), PathBuf::from("/srv/images"));
+            assert_eq!(config.image_download_allowed_hosts.len(), 2);
+            assert_eq!(
+                config.image_download_allowed_networks,
+                ["10.20.0.0/16".parse::<ipnet::IpNet>().expect("net")]
+            );
+            jail.set_env(
+                "VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_HOSTS",
+                "[\"http://mirror\"]",
+            );
+            let err = load_in(jail, None).expect_err("a URL is no host");
+            assert!(
+                err.to_string()
+                    .to_lowercase()
+                    .contains("image_download_allowed_hosts"),
+                "{err}"
+            );
+            jail.set_env("VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_HOSTS", "[]");
+            jail.set_env("VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_NETWORKS", "[\"10.20.0.0\"]");
+            assert!(load_in(jail, None).is_err(), "a network needs its prefix");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_never_appear_in_debug_output() {
         Jail::expect_with(|jail| {
             jail.set_env("DATABASE_URL", "postgres://vm:hunter2hunter2@db/vmcloud");

@@ -220,29 +220,27 @@ impl SourcePolicy {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<IpAddr>();
-        let builder = match literal {
-            // An IP address is connected to as it is, without a resolver.
-            Ok(ip) => {
-                self.check_address(&ip.to_string(), ip, port)?;
-                builder
-            }
-            Err(_) => {
-                let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-                    .await
-                    .with_context(|| format!("resolving {host}"))?
-                    .collect();
-                let allowed: Vec<SocketAddr> = resolved
-                    .iter()
-                    .copied()
-                    .filter(|a| self.check_address(host, a.ip(), port).is_ok())
-                    .collect();
-                if allowed.is_empty() {
-                    bail!("{host} resolves to {resolved:?}, none of which may be reached");
-                }
-                builder.resolve_to_addrs(host, &allowed)
-            }
-        };
-        builder.build().context("building the download client")
+        // An IP address is connected to as it is, without a resolver.
+        if let Ok(ip) = literal {
+            self.check_address(&ip.to_string(), ip, port)?;
+            return builder.build().context("building the download client");
+        }
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .collect();
+        let allowed: Vec<SocketAddr> = resolved
+            .iter()
+            .copied()
+            .filter(|a| self.check_address(host, a.ip(), port).is_ok())
+            .collect();
+        if allowed.is_empty() {
+            bail!("{host} resolves to {resolved:?}, none of which may be reached");
+        }
+        builder
+            .resolve_to_addrs(host, &allowed)
+            .build()
+            .context("building the download client")
     }
 
     /// Whether a download may connect to `ip` for `host:port`.
@@ -301,10 +299,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         [0, 0, 0, 0, 0, 0 | 0xffff, high, low] => {
             !ip.is_unspecified() && !ip.is_loopback() && is_public_v4(embedded_v4(high, low))
         }
-        // NAT64
-        [0x64, 0xff9b, 0, 0, 0, 0, high, low] => is_public_v4(embedded_v4(high, low)),
-        // 6to4
-        [0x2002, high, low, ..] => is_public_v4(embedded_v4(high, low)),
+        // NAT64 and 6to4
+        [0x64, 0xff9b, 0, 0, 0, 0, high, low] | [0x2002, high, low, ..] => {
+            is_public_v4(embedded_v4(high, low))
+        }
         [first, ..] => {
             let unique_local = first & 0xfe00 == 0xfc00;
             let link_or_site_local = first & 0xffc0 == 0xfe80 || first & 0xffc0 == 0xfec0;
