@@ -19,5 +19,5 @@ pub use driver::{
 #[cfg(feature = "libvirt")]
 pub use libvirt::{LibvirtConfig, LibvirtDriver};
 pub use qemu::accel::{Accel, AccelProbe};
-pub use qemu::{AccelChoice, BaseImage, QemuConfig, QemuDriver, import_base_image};
+pub use qemu::{AccelChoice, QemuConfig, QemuDriver};
 pub use spec::{CloudInit, MacAddress, Network, StaticIpv4, VmSpec, tap_name};

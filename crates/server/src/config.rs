@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::db::DatabaseSettings;
+use crate::modules::products::image_source::HostPattern;
 
 /// The file read when no `--config` is given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "vmcloud.toml";
@@ -117,6 +118,23 @@ pub struct Config {
     /// With it, `serve` seeds a demo catalog (`vmcloud serve --demo`): this
     /// guest image, and small plans in the local region.
     pub demo_image: Option<PathBuf>,
+    /// The one directory images are imported from when their source is a
+    /// path (or `file://`): nothing outside it, after symlinks. Unset means
+    /// `<data_dir>/imports`; created (mode 0700) at start.
+    pub image_import_dir: Option<PathBuf>,
+    /// Internal mirrors image downloads may reach although they resolve to
+    /// loopback, private or link-local addresses: `host` or `host:port`
+    /// (a name or an IP address, `[v6]:port`). A name is matched as written
+    /// in the URL, on every redirect too.
+    pub image_download_allowed_hosts: Vec<HostPattern>,
+    /// Networks (CIDR, e.g. `10.20.0.0/16`) image downloads may connect to
+    /// although they are not public.
+    pub image_download_allowed_networks: Vec<ipnet::IpNet>,
+    /// The longest one `qemu-img` run of an image import may take, wall clock
+    /// (and CPU); it is killed then.
+    pub qemu_img_timeout_secs: u64,
+    /// The address space one `qemu-img` run of an image import may use.
+    pub qemu_img_memory_mib: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +190,10 @@ struct Defaults {
     metrics_interval_secs: u64,
     billing_accrual_interval_secs: u64,
     stripe_api_base: &'static str,
+    image_download_allowed_hosts: [&'static str; 0],
+    image_download_allowed_networks: [&'static str; 0],
+    qemu_img_timeout_secs: u64,
+    qemu_img_memory_mib: u64,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -205,6 +227,10 @@ const DEFAULTS: Defaults = Defaults {
     metrics_interval_secs: 10,
     billing_accrual_interval_secs: 300,
     stripe_api_base: "https://api.stripe.com",
+    image_download_allowed_hosts: [],
+    image_download_allowed_networks: [],
+    qemu_img_timeout_secs: 1800,
+    qemu_img_memory_mib: 1024,
 };
 
 /// Unprefixed variables that deployment platforms conventionally set.
@@ -399,6 +425,13 @@ impl Config {
                 1,
                 3600,
             ),
+            (
+                "qemu_img_timeout_secs",
+                self.qemu_img_timeout_secs,
+                1,
+                86_400,
+            ),
+            ("qemu_img_memory_mib", self.qemu_img_memory_mib, 256, 65_536),
         ] {
             if !(min..=max).contains(&value) {
                 return invalid(format!(
@@ -447,6 +480,14 @@ impl Config {
     /// Whether users reach the platform over TLS (HSTS, `Secure` cookies).
     pub fn served_over_tls(&self) -> bool {
         self.public_url().starts_with("https://")
+    }
+
+    /// Where path sources of image imports must lie, as configured
+    /// (start-up makes it absolute and creates it).
+    pub fn image_import_dir(&self) -> PathBuf {
+        self.image_import_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("imports"))
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -594,6 +635,46 @@ mod tests {
             let config = load_in(jail, None).expect("valid again");
             assert_eq!(config.stripe_api_base, "http://127.0.0.1:12111");
             assert_eq!(config.cors_allowed_origins, ["https://console.example.com"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn image_import_settings_are_parsed_and_checked() {
+        Jail::expect_with(|jail| {
+            let config = load_in(jail, None).expect("defaults");
+            assert_eq!(config.image_import_dir(), PathBuf::from("./data/imports"));
+            assert!(config.image_download_allowed_hosts.is_empty());
+            jail.set_env("VMCLOUD_IMAGE_IMPORT_DIR", "/srv/images");
+            jail.set_env(
+                "VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_HOSTS",
+                "[\"mirror.internal:8080\", \"10.0.0.5\"]",
+            );
+            jail.set_env(
+                "VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_NETWORKS",
+                "[\"10.20.0.0/16\"]",
+            );
+            let config = load_in(jail, None).expect("valid");
+            assert_eq!(config.image_import_dir(), PathBuf::from("/srv/images"));
+            assert_eq!(config.image_download_allowed_hosts.len(), 2);
+            assert_eq!(
+                config.image_download_allowed_networks,
+                ["10.20.0.0/16".parse::<ipnet::IpNet>().expect("net")]
+            );
+            jail.set_env(
+                "VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_HOSTS",
+                "[\"http://mirror\"]",
+            );
+            let err = load_in(jail, None).expect_err("a URL is no host");
+            assert!(
+                err.to_string()
+                    .to_lowercase()
+                    .contains("image_download_allowed_hosts"),
+                "{err}"
+            );
+            jail.set_env("VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_HOSTS", "[]");
+            jail.set_env("VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_NETWORKS", "[\"10.20.0.0\"]");
+            assert!(load_in(jail, None).is_err(), "a network needs its prefix");
             Ok(())
         });
     }

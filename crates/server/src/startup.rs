@@ -23,6 +23,8 @@ use crate::modules::instances::queue::{self, RunSettings, Runner};
 use crate::modules::instances::reconcile::Reconciler;
 use crate::modules::nodes;
 use crate::modules::nodes::drivers::Drivers;
+use crate::modules::products::image_file::ImageTool;
+use crate::modules::products::image_source::SourcePolicy;
 use crate::modules::products::{demo, images};
 use crate::modules::users::UserViews;
 use crate::modules::users::flows;
@@ -56,11 +58,15 @@ impl Application {
     /// Like [`Self::build`], with the platform's time read from `clock`
     /// (tests simulate billing hours with a settable one).
     pub async fn build_with_clock(
-        config: Config,
+        mut config: Config,
         role: Role,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
+        // Resolved once, here: relative to the working directory at start.
+        let import_dir =
+            std::path::absolute(config.image_import_dir()).context("resolving image_import_dir")?;
+        config.image_import_dir = Some(images::prepare_import_dir(&import_dir).await?);
         let db = Database::connect(&config.database()).await?;
         db.migrate().await?;
         let cache = Cache::connect(config.redis_url.as_ref(), &config.redis_prefix).await?;
@@ -82,7 +88,8 @@ impl Application {
         if role == Role::Serve
             && let Some(image) = &config.demo_image
         {
-            demo::seed(&db, &cache, &jobs, &config.local_region, image).await?;
+            let sources = SourcePolicy::new(&config);
+            demo::seed(&db, &cache, &jobs, &sources, &config.local_region, image).await?;
         }
         if role == Role::Serve
             && let Some(token) = flows::first_admin_setup_token(&db).await?
@@ -260,10 +267,19 @@ fn worker_pool(state: &AppState) -> WorkerPool {
         let (db, jobs, public_url) = (db.clone(), jobs.clone(), public_url.clone());
         async move { flows::run_password_reset_request(&db, &jobs, &public_url, payload).await }
     });
-    let (db, data_dir) = (state.db.clone(), config.data_dir.clone());
+    let db = state.db.clone();
+    let importer = images::Importer {
+        data_dir: config.data_dir.clone(),
+        sources: SourcePolicy::new(config),
+        tool: ImageTool {
+            program: "qemu-img".into(),
+            timeout: Duration::from_secs(config.qemu_img_timeout_secs),
+            memory_bytes: config.qemu_img_memory_mib << 20,
+        },
+    };
     pool.register_fn(images::IMPORT_JOB, move |_, payload| {
-        let (db, data_dir) = (db.clone(), data_dir.clone());
-        async move { images::run_import(&db, &data_dir, payload).await }
+        let (db, importer) = (db.clone(), importer.clone());
+        async move { images::run_import(&db, &importer, payload).await }
     });
     let runner = instance_runner(state);
     pool.register_fn(queue::JOB, move |ctx, payload| {

@@ -348,7 +348,7 @@ async fn calls(app: &TestApp, fx: &mut Fixture, operation: &str) -> Option<Vec<C
                 Some(json!({
                     "slug": slug, "name": "New image", "os_family": "debian",
                     "os_version": "12", "default_user": "debian", "min_disk_gib": 1,
-                    "source": "/nonexistent/disk.img",
+                    "source": "https://images.example.org/disk.img",
                 })),
             )
         }

@@ -6,27 +6,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{Session, TestApp, eventually, problem};
+use common::images::{admin, created, image, raw_image, wait_for_import};
+use common::{TestApp, problem};
 use reqwest::Method;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
-use vmcloud_server::db::entities::user::UserRole;
-
-const PASSWORD: &str = "correct horse battery staple";
-
-async fn admin(app: &TestApp) -> Session {
-    let id = app
-        .create_user("root@example.org", PASSWORD, UserRole::Admin)
-        .await;
-    app.session_for(&id).await
-}
-
-async fn created(response: reqwest::Response) -> serde_json::Value {
-    let status = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert!(status == 201 || status == 202, "{status}: {body}");
-    body
-}
 
 fn plan(slug: &str, regions: &[&str]) -> serde_json::Value {
     json!({
@@ -247,41 +230,12 @@ async fn admins_manage_regions_and_plans_and_the_public_sees_what_is_on_sale() {
     app.stop().await;
 }
 
-/// A small raw disk image with recognisable content.
-fn raw_image(dir: &Path) -> (std::path::PathBuf, String) {
-    let path = dir.join("tiny.img");
-    let mut bytes = vec![0_u8; 1 << 20];
-    bytes[..11].copy_from_slice(b"VMCLOUDTEST");
-    std::fs::write(&path, &bytes).expect("write");
-    let digest = hex::encode(Sha256::digest(&bytes));
-    (path, format!("sha256:{digest}"))
-}
-
-async fn wait_for_import(app: &TestApp, admin: &Session, id: &str) -> serde_json::Value {
-    eventually(&format!("the import of {id}"), || async {
-        let image = app
-            .fetch_json(Method::GET, &format!("/api/v1/admin/images/{id}"), admin)
-            .await;
-        (image["status"] != "importing").then_some(image)
-    })
-    .await
-}
-
-fn image(slug: &str, source: &str, checksum: Option<&str>) -> serde_json::Value {
-    json!({
-        "slug": slug, "name": format!("Image {slug}"), "os_family": "debian",
-        "os_version": "12", "default_user": "debian", "min_disk_gib": 1,
-        "source": source, "checksum": checksum,
-    })
-}
-
 #[tokio::test]
 async fn images_are_imported_checked_and_converted_to_qcow2() {
     let app = TestApp::spawn().await;
     let admin = admin(&app).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (raw, checksum) = raw_image(dir.path());
-    let source = raw.to_str().expect("utf-8");
+    let (_, checksum) = raw_image(&app.state.config.image_import_dir());
+    let source = "tiny.img";
 
     let registered = created(
         app.send_json(
@@ -306,6 +260,18 @@ async fn images_are_imported_checked_and_converted_to_qcow2() {
     assert_eq!(info["format"], "qcow2");
     assert_eq!(info["virtual-size"], 1 << 20);
 
+    assert_eq!(imported["active"], false, "a new image starts unlisted");
+    let public: serde_json::Value = app.get("/api/v1/images").await.json().await.expect("json");
+    assert_eq!(public, json!([]), "unlisted until published");
+    let published = app
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/admin/images/{id}"),
+            &admin,
+            &json!({"active": true}),
+        )
+        .await;
+    assert_eq!(published.status(), 200);
     let public: serde_json::Value = app.get("/api/v1/images").await.json().await.expect("json");
     assert_eq!(public[0]["slug"], "tiny");
     assert!(public[0].get("file_path").is_none(), "paths are for admins");
@@ -360,12 +326,21 @@ async fn images_are_imported_checked_and_converted_to_qcow2() {
 
 #[tokio::test]
 async fn images_download_over_http_and_backing_files_are_refused() {
-    let app = TestApp::spawn().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr");
+    // The test mirror is on loopback: allow-listed, as an internal one is.
+    let app = TestApp::spawn_with(|config| {
+        config.image_download_allowed_hosts =
+            vec![address.to_string().try_into().expect("host pattern")];
+    })
+    .await;
     let admin = admin(&app).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (raw, checksum) = raw_image(dir.path());
+    let imports = app.state.config.image_import_dir();
+    let (raw, checksum) = raw_image(&imports);
     let bytes = std::fs::read(&raw).expect("read");
-    let overlay = dir.path().join("overlay.qcow2");
+    let overlay = imports.join("overlay.qcow2");
     let made = std::process::Command::new("qemu-img")
         .args(["create", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(&raw)
@@ -374,10 +349,6 @@ async fn images_download_over_http_and_backing_files_are_refused() {
         .expect("qemu-img");
     assert!(made.status.success());
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("addr");
     let files = axum::Router::new().route(
         "/tiny.img",
         axum::routing::get(move || {
@@ -419,11 +390,10 @@ async fn images_download_over_http_and_backing_files_are_refused() {
     .await;
     let failed = wait_for_import(&app, &admin, missing["id"].as_str().expect("id")).await;
     assert_eq!(failed["status"], "failed");
-    assert!(
-        failed["status_reason"]
-            .as_str()
-            .expect("reason")
-            .contains("404")
+    assert_eq!(
+        failed["status_reason"],
+        vmcloud_server::modules::products::images::DOWNLOAD_FAILED,
+        "the cause (a 404) is for the log"
     );
 
     let backed = created(
@@ -431,7 +401,7 @@ async fn images_download_over_http_and_backing_files_are_refused() {
             Method::POST,
             "/api/v1/admin/images",
             &admin,
-            &image("backed", overlay.to_str().expect("utf-8"), None),
+            &image("backed", "overlay.qcow2", None),
         )
         .await,
     )

@@ -13,9 +13,7 @@ pub(crate) const GIB: u64 = 1024 * 1024 * 1024;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) struct ImageInfo {
-    pub format: String,
     pub virtual_size: u64,
-    pub backing_filename: Option<String>,
     #[serde(default)]
     snapshots: Vec<RawSnapshot>,
 }
@@ -63,10 +61,12 @@ impl SnapshotOp {
 pub(crate) struct QemuImg<'a>(pub &'a Path);
 
 impl QemuImg<'_> {
-    /// Reads an image's header. `-U` lets it read an image a running VM holds.
+    /// Reads a qcow2's header. `-U` lets it read an image a running VM holds;
+    /// the format is given, never probed from the content, as everywhere
+    /// here (every disk and base image this driver handles is qcow2).
     pub async fn info(&self, image: &Path) -> Result<ImageInfo> {
         let json = run(command(self.0)
-            .args(["info", "-U", "--output=json"])
+            .args(["info", "-U", "-f", "qcow2", "--output=json"])
             .arg(image))
         .await?;
         serde_json::from_slice(&json).map_err(|error| {
@@ -90,7 +90,7 @@ impl QemuImg<'_> {
 
     pub async fn resize(&self, image: &Path, size_gib: u64) -> Result<()> {
         run(command(self.0)
-            .args(["resize", "-q"])
+            .args(["resize", "-q", "-f", "qcow2"])
             .arg(image)
             .arg(format!("{size_gib}G")))
         .await
@@ -103,48 +103,18 @@ impl QemuImg<'_> {
             SnapshotOp::Revert => "-a",
             SnapshotOp::Delete => "-d",
         };
-        run(command(self.0).args(["snapshot", flag, name]).arg(image))
-            .await
-            .map(drop)
-    }
-}
-
-/// What an imported base image is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BaseImage {
-    /// The format the source was in (`raw`, `qcow2`, `vmdk`, …).
-    pub source_format: String,
-    pub virtual_size_bytes: u64,
-}
-
-/// Turns an operator's image file into the standalone qcow2 instance disks
-/// are overlaid on. Images that refer to a backing file are refused: reading
-/// through one would expose whatever host file it names. The result appears
-/// at `target` only once complete.
-pub async fn import_base_image(qemu_img: &Path, source: &Path, target: &Path) -> Result<BaseImage> {
-    let tool = QemuImg(qemu_img);
-    let info = tool.info(source).await?;
-    if info.backing_filename.is_some() {
-        return Err(Error::InvalidArgument(
-            "the image refers to a backing file; upload a standalone image".to_owned(),
-        ));
-    }
-    let partial = target.with_extension("part");
-    run(command(qemu_img)
-        .args(["convert", "-q", "-f", &info.format, "-O", "qcow2"])
-        .arg(source)
-        .arg(&partial))
-    .await?;
-    tokio::fs::rename(&partial, target)
+        // `snapshot` has no `-f`; the format goes in the image options
+        // (commas doubled, as the option syntax escapes them).
+        let options = format!(
+            "driver=qcow2,file.filename={}",
+            image.to_string_lossy().replace(',', ",,")
+        );
+        run(command(self.0)
+            .args(["snapshot", "--image-opts", flag, name])
+            .arg(options))
         .await
-        .map_err(Error::io(format!(
-            "cannot move {} into place",
-            partial.display()
-        )))?;
-    Ok(BaseImage {
-        source_format: info.format,
-        virtual_size_bytes: info.virtual_size,
-    })
+        .map(drop)
+    }
 }
 
 #[cfg(test)]
@@ -176,7 +146,6 @@ mod tests {
             .await
             .expect("create overlay");
         let info = qemu_img().info(&overlay).await.expect("info");
-        assert_eq!(info.format, "qcow2");
         assert_eq!(info.virtual_size, 2 * GIB);
 
         qemu_img().resize(&overlay, 3).await.expect("resize");

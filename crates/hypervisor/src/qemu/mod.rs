@@ -19,8 +19,6 @@ pub mod qmp;
 mod tap;
 mod watch;
 
-pub use disk::{BaseImage, import_base_image};
-
 use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -250,17 +248,10 @@ impl QemuDriver {
             .await
             .map_err(|error| {
                 Error::InvalidArgument(format!(
-                    "base image {} is not usable: {error}",
+                    "base image {} is not qcow2 or not readable: {error}",
                     spec.base_image.display()
                 ))
             })?;
-        if info.format != "qcow2" {
-            return Err(Error::InvalidArgument(format!(
-                "base image {} is {}, not qcow2",
-                spec.base_image.display(),
-                info.format
-            )));
-        }
         if info.virtual_size > spec.disk_gib * GIB {
             return Err(Error::InvalidArgument(format!(
                 "disk_gib {} is smaller than the base image ({} bytes)",

@@ -13,6 +13,7 @@ use crate::http::problem::Problem;
 use crate::ids::{ImageId, ProductId, RegionId};
 use crate::modules::audit::{self, Event};
 use crate::modules::auth::Actor;
+use crate::modules::products::image_source::SourcePolicy;
 use crate::modules::products::images::{self, AdminImageView, ImageChanges, NewImage};
 use crate::modules::products::plans::{self, NewPlan, PlanChanges, PlanView};
 use crate::modules::products::regions::{self, NewRegion, RegionChanges, RegionView};
@@ -112,7 +113,8 @@ pub async fn list_images(
 }
 
 /// Register an image; it is imported in the background (`status` goes from
-/// `importing` to `available` or `failed`).
+/// `importing` to `available` or `failed`) and stays unlisted until an admin
+/// publishes it with `active: true`.
 #[utoipa::path(post, path = "/admin/images", tag = "admin", security(("bearer" = [])), request_body = NewImage,
     responses(
         (status = 202, body = AdminImageView),
@@ -125,7 +127,8 @@ pub async fn create_image(
     client: ClientInfo,
     ValidJson(body): ValidJson<NewImage>,
 ) -> Result<(StatusCode, Json<AdminImageView>)> {
-    let image = images::create(&state.db, &state.jobs, &actor, body).await?;
+    let sources = SourcePolicy::new(&state.config);
+    let image = images::create(&state.db, &state.jobs, &actor, &sources, body).await?;
     audit_change(
         &state,
         &client,
@@ -150,10 +153,14 @@ pub async fn get_image(
     Ok(Json(images::get_admin(&state.db, &actor, id).await?))
 }
 
-/// Rename, hide or show an image.
+/// Rename, hide or publish an image (publishing needs a finished import).
 #[utoipa::path(patch, path = "/admin/images/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)), request_body = ImageChanges,
-    responses((status = 200, body = AdminImageView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, body = AdminImageView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not imported", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn update_image(
     State(state): State<AppState>,
     Admin(actor): Admin,

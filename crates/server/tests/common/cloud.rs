@@ -104,15 +104,19 @@ impl Cloud {
         body
     }
 
-    /// Registers an image from a local qcow2 and waits until it is imported.
+    /// Registers an image from a local qcow2, staged in the import directory
+    /// as an operator would, waits until it is imported and publishes it.
     pub async fn image(&self, slug: &str, file: &Path) -> Value {
+        let staged = format!("{slug}.qcow2");
+        std::fs::copy(file, self.app.state.config.image_import_dir().join(&staged))
+            .expect("stage the image");
         let image = self
             .admin_post(
                 "/api/v1/admin/images",
                 &json!({
                     "slug": slug, "name": format!("Image {slug}"), "os_family": "linux",
                     "os_version": "1", "default_user": "root",
-                    "source": file.to_string_lossy(), "min_disk_gib": 1,
+                    "source": staged, "min_disk_gib": 1,
                 }),
             )
             .await;
@@ -130,7 +134,17 @@ impl Cloud {
         })
         .await;
         assert_eq!(image["status"], "available", "{image}");
-        image
+        let published = self
+            .app
+            .send_json(
+                Method::PATCH,
+                &format!("/api/v1/admin/images/{id}"),
+                &self.admin,
+                &json!({"active": true}),
+            )
+            .await;
+        assert_eq!(published.status(), 200, "publishing {slug}");
+        published.json().await.expect("json")
     }
 
     pub async fn plan(&self, slug: &str, vcpus: u32, memory_mib: u32, disk_gib: u32) {

@@ -10,6 +10,7 @@
 
 pub mod billing;
 pub mod cloud;
+pub mod images;
 pub mod rows;
 
 use std::time::Duration;

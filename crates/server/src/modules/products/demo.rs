@@ -1,8 +1,13 @@
 //! `vmcloud serve --demo`: a catalog a newcomer can order from at once — the
 //! project's tiny test guest as an image, and small plans in the local
 //! node's region. Seeding is idempotent: what exists already is kept.
+//!
+//! The guest image is the operator's own file, so it is published at once;
+//! it is copied into the import directory, the one place imports read from.
 
 use std::path::Path;
+
+use anyhow::Context as _;
 
 use sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _, QueryFilter as _};
 
@@ -12,6 +17,7 @@ use crate::db::entities::{image, product};
 use crate::error::{Error, Result};
 use crate::jobs::JobQueue;
 use crate::modules::auth::Actor;
+use crate::modules::products::image_source::SourcePolicy;
 use crate::modules::products::images::{self, NewImage};
 use crate::modules::products::plans::{self, NewPlan};
 
@@ -28,6 +34,7 @@ pub async fn seed(
     db: &Database,
     cache: &Cache,
     jobs: &JobQueue,
+    sources: &SourcePolicy,
     region: &str,
     guest_image: &Path,
 ) -> Result<()> {
@@ -45,10 +52,15 @@ pub async fn seed(
         .await?
         > 0;
     if !has_image {
-        images::create(
+        let staged = sources.import_dir.join(format!("{IMAGE_SLUG}.qcow2"));
+        tokio::fs::copy(&guest_image, &staged)
+            .await
+            .with_context(|| format!("copying the demo image to {}", staged.display()))?;
+        images::register(
             db,
             jobs,
             &platform,
+            sources,
             NewImage {
                 slug: IMAGE_SLUG.to_owned(),
                 name: "VMCloud test guest (busybox + dropbear)".to_owned(),
@@ -56,9 +68,10 @@ pub async fn seed(
                 os_version: "1".to_owned(),
                 default_user: "root".to_owned(),
                 min_disk_gib: 1,
-                source: guest_image.to_string_lossy().into_owned(),
+                source: staged.to_string_lossy().into_owned(),
                 checksum: None,
             },
+            true,
         )
         .await?;
     }

@@ -1,11 +1,14 @@
-//! OS images. An admin registers one from a URL or a file on the node; an
-//! `import_image` job fetches it, checks its checksum, refuses images that
-//! point at a backing file, and converts it to a standalone qcow2 under
-//! `data_dir/images`, which instance disks then use as their base.
+//! OS images. An admin registers one from a URL or a file in the import
+//! directory; an `import_image` job fetches it (see [`image_source`] for what
+//! it may read), checks its checksum, refuses anything but a standalone qcow2
+//! or raw image (see [`image_file`]), and converts it to a qcow2 under
+//! `data_dir/images`, which instance disks then use as their base. A new
+//! image is unlisted until an admin publishes it (`active`): what an import
+//! produced is looked at before customers can boot it.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use futures::StreamExt as _;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
@@ -15,7 +18,6 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
-use vmcloud_hypervisor::{BaseImage, import_base_image};
 
 use crate::db::Database;
 use crate::db::entities::image::{self, ImageStatus};
@@ -23,6 +25,8 @@ use crate::error::{Error, FieldError, Result};
 use crate::ids::ImageId;
 use crate::jobs::{JobQueue, NewJob};
 use crate::modules::auth::Actor;
+use crate::modules::products::image_file::{ImageTool, Inspected};
+use crate::modules::products::image_source::{ImageSource, SourcePolicy};
 use crate::validation::{check_name, check_slug};
 
 pub const IMPORT_JOB: &str = "import_image";
@@ -99,7 +103,8 @@ pub struct NewImage {
     pub default_user: String,
     #[garde(range(min = 1, max = 65_536))]
     pub min_disk_gib: i32,
-    /// An `http(s)://` or `file://` URL, or an absolute path on the node.
+    /// An `http(s)://` URL, or a file in the image import directory: a
+    /// path relative to it, an absolute path or a `file://` URL inside it.
     #[garde(length(min = 1, max = 2000))]
     pub source: String,
     /// `sha256:<hex>`; checked when given.
@@ -112,23 +117,12 @@ pub struct NewImage {
 pub struct ImageChanges {
     #[garde(skip)]
     pub name: Option<String>,
+    /// Publishes (`true`) or hides the image; only an imported one can be
+    /// published.
     #[garde(skip)]
     pub active: Option<bool>,
     #[garde(range(min = 1, max = 65_536))]
     pub min_disk_gib: Option<i32>,
-}
-
-fn check_source(source: &str) -> Option<FieldError> {
-    let ok = source.starts_with("https://")
-        || source.starts_with("http://")
-        || source.starts_with("file:///")
-        || source.starts_with('/');
-    (!ok).then(|| {
-        FieldError::new(
-            "source",
-            "must be an http(s):// or file:// URL, or an absolute path",
-        )
-    })
 }
 
 fn check_checksum(checksum: Option<&str>) -> Option<FieldError> {
@@ -137,22 +131,39 @@ fn check_checksum(checksum: Option<&str>) -> Option<FieldError> {
     (!ok).then(|| FieldError::new("checksum", "must be sha256: and 64 hex digits"))
 }
 
-/// Registers an image and starts its import.
+/// Registers an image, unlisted, and starts its import.
 pub async fn create(
     db: &Database,
     jobs: &JobQueue,
     actor: &Actor,
+    sources: &SourcePolicy,
     new: NewImage,
 ) -> Result<AdminImageView> {
+    register(db, jobs, actor, sources, new, false).await
+}
+
+/// Registers an image, listed once imported when `active`, and starts its
+/// import.
+pub(super) async fn register(
+    db: &Database,
+    jobs: &JobQueue,
+    actor: &Actor,
+    sources: &SourcePolicy,
+    new: NewImage,
+    active: bool,
+) -> Result<AdminImageView> {
     actor.require_admin()?;
+    let source =
+        ImageSource::parse(&new.source, sources).map_err(|why| FieldError::new("source", why));
     Error::check_fields(
         check_slug("slug", &new.slug)
             .into_iter()
             .chain(check_name("name", &new.name))
-            .chain(check_source(&new.source))
+            .chain(source.clone().err())
             .chain(check_checksum(new.checksum.as_deref()))
             .collect(),
     )?;
+    let source = source.map_err(|field| Error::invalid(vec![field]))?;
     let row = image::ActiveModel {
         slug: Set(new.slug),
         name: Set(new.name.trim().to_owned()),
@@ -160,10 +171,10 @@ pub async fn create(
         os_version: Set(new.os_version),
         default_user: Set(new.default_user),
         min_disk_gib: Set(new.min_disk_gib),
-        source_url: Set(Some(new.source)),
+        source_url: Set(Some(source.stored())),
         checksum: Set(new.checksum.map(|c| c.to_lowercase())),
         status: Set(ImageStatus::Importing),
-        active: Set(true),
+        active: Set(active),
         ..Default::default()
     }
     .insert(db.writer())
@@ -220,7 +231,14 @@ pub async fn update(
     changes: ImageChanges,
 ) -> Result<AdminImageView> {
     actor.require_admin()?;
-    let mut active = find(db, id).await?.into_active_model();
+    let row = find(db, id).await?;
+    if changes.active == Some(true) && row.status != ImageStatus::Available {
+        return Err(Error::Conflict(format!(
+            "Only an imported image can be published; this image is {:?}.",
+            row.status
+        )));
+    }
+    let mut active = row.into_active_model();
     if let Some(name) = changes.name {
         Error::check_fields(check_name("name", &name).into_iter().collect())?;
         active.name = Set(name.trim().to_owned());
@@ -293,37 +311,88 @@ async fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
-/// Fetches the source into `dest`, returning its SHA-256 in hex.
-async fn fetch(source: &str, dest: &Path) -> anyhow::Result<String> {
+/// What a download failure says on the image, whatever the cause: telling
+/// a refused address from a closed port or a non-HTTP service would let the
+/// import probe the network. The log has the cause.
+pub const DOWNLOAD_FAILED: &str =
+    "the image could not be downloaded from its source (the server log says why)";
+
+/// Why an import failed: a download failure is reported without its cause.
+#[derive(Debug)]
+enum ImportError {
+    Download(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl ImportError {
+    fn reason(&self) -> String {
+        match self {
+            Self::Download(_) => DOWNLOAD_FAILED.to_owned(),
+            Self::Other(err) => format!("{err:#}"),
+        }
+    }
+
+    fn detail(&self) -> &anyhow::Error {
+        match self {
+            Self::Download(err) | Self::Other(err) => err,
+        }
+    }
+}
+
+impl From<anyhow::Error> for ImportError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Other(err)
+    }
+}
+
+impl From<std::io::Error> for ImportError {
+    fn from(err: std::io::Error) -> Self {
+        Self::Other(err.into())
+    }
+}
+
+/// What the `import_image` job works with.
+#[derive(Clone, Debug)]
+pub struct Importer {
+    pub data_dir: PathBuf,
+    pub sources: SourcePolicy,
+    pub tool: ImageTool,
+}
+
+/// Copies the source into `dest`, returning its SHA-256 in hex.
+async fn fetch(
+    sources: &SourcePolicy,
+    source: &ImageSource,
+    dest: &Path,
+) -> Result<String, ImportError> {
     let mut file = tokio::fs::File::create(dest)
         .await
         .with_context(|| format!("creating {}", dest.display()))?;
     let mut hasher = Sha256::new();
-    if source.starts_with("http://") || source.starts_with("https://") {
-        let response = reqwest::get(source)
-            .await
-            .with_context(|| format!("downloading {source}"))?
-            .error_for_status()
-            .with_context(|| format!("downloading {source}"))?;
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.with_context(|| format!("downloading {source}"))?;
-            hasher.update(&chunk);
-            file.write_all(&chunk).await?;
+    match source {
+        ImageSource::Url(url) => {
+            let download = async {
+                let mut body = sources.get(url).await?.bytes_stream();
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.with_context(|| format!("downloading {url}"))?;
+                    hasher.update(&chunk);
+                    file.write_all(&chunk).await?;
+                }
+                anyhow::Ok(())
+            };
+            download.await.map_err(ImportError::Download)?;
         }
-    } else {
-        let path = source.strip_prefix("file://").unwrap_or(source);
-        let mut input = tokio::fs::File::open(path)
-            .await
-            .with_context(|| format!("opening {path}"))?;
-        let mut buffer = vec![0_u8; 1 << 20];
-        loop {
-            let read = tokio::io::AsyncReadExt::read(&mut input, &mut buffer).await?;
-            if read == 0 {
-                break;
+        ImageSource::File(path) => {
+            let mut input = sources.open(path).await?;
+            let mut buffer = vec![0_u8; 1 << 20];
+            loop {
+                let read = tokio::io::AsyncReadExt::read(&mut input, &mut buffer).await?;
+                if read == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..read]);
+                file.write_all(&buffer[..read]).await?;
             }
-            hasher.update(&buffer[..read]);
-            file.write_all(&buffer[..read]).await?;
         }
     }
     file.flush().await?;
@@ -335,11 +404,25 @@ pub fn image_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("images")
 }
 
+/// Creates the import directory (private: it holds what admins stage) and
+/// returns it canonical, as the source checks compare against.
+pub async fn prepare_import_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .await
+        .with_context(|| format!("creating the image import directory {}", dir.display()))?;
+    tokio::fs::canonicalize(dir)
+        .await
+        .with_context(|| format!("resolving the image import directory {}", dir.display()))
+}
+
 /// The `import_image` job. Failures are recorded on the image (the admin can
 /// retry), so the job itself never asks to be run again.
 pub async fn run_import(
     db: &Database,
-    data_dir: &Path,
+    importer: &Importer,
     payload: serde_json::Value,
 ) -> anyhow::Result<()> {
     let id: ImageId = serde_json::from_value(payload["image_id"].clone())?;
@@ -347,11 +430,11 @@ pub async fn run_import(
     if row.status != ImageStatus::Importing {
         return Ok(());
     }
-    let dir = image_dir(data_dir);
+    let dir = image_dir(&importer.data_dir);
     tokio::fs::create_dir_all(&dir).await?;
     let download = dir.join(format!("{id}.download"));
     let target = dir.join(format!("{id}.qcow2"));
-    let outcome = import(&row, &download, &target).await;
+    let outcome = import(importer, &row, &download, &target).await;
     remove_if_present(&download)
         .await
         .map_err(anyhow::Error::from)?;
@@ -366,12 +449,12 @@ pub async fn run_import(
             let virtual_gib =
                 i32::try_from(info.virtual_size_bytes.div_ceil(1 << 30)).unwrap_or(i32::MAX);
             active.min_disk_gib = Set(min_disk_gib.max(virtual_gib));
-            tracing::info!(image = %id, "image imported");
+            tracing::info!(image = %id, format = ?info.format, "image imported");
         }
         Err(err) => {
-            tracing::warn!(image = %id, error = format!("{err:#}"), "image import failed");
+            tracing::warn!(image = %id, error = format!("{:#}", err.detail()), "image import failed");
             active.status = Set(ImageStatus::Failed);
-            active.status_reason = Set(Some(format!("{err:#}")));
+            active.status_reason = Set(Some(err.reason()));
         }
     }
     active.update(db.writer()).await?;
@@ -379,24 +462,32 @@ pub async fn run_import(
 }
 
 async fn import(
+    importer: &Importer,
     row: &image::Model,
     download: &Path,
     target: &Path,
-) -> anyhow::Result<(BaseImage, i64)> {
-    let source = row
+) -> Result<(Inspected, i64), ImportError> {
+    let stored = row
         .source_url
         .as_deref()
         .context("the image has no source")?;
-    let digest = fetch(source, download).await?;
+    // Checked again: the directory or the settings may have changed since.
+    let source = ImageSource::parse(stored, &importer.sources)
+        .map_err(|why| anyhow::anyhow!("the source {stored} {why}"))?;
+    let digest = fetch(&importer.sources, &source, download).await?;
     if let Some(expected) = row
         .checksum
         .as_deref()
         .and_then(|c| c.strip_prefix("sha256:"))
         && expected != digest
     {
-        bail!("checksum mismatch: expected sha256:{expected}, got sha256:{digest}");
+        return Err(anyhow::anyhow!(
+            "checksum mismatch: expected sha256:{expected}, got sha256:{digest}"
+        )
+        .into());
     }
-    let info = import_base_image(Path::new("qemu-img"), download, target).await?;
+    let info = importer.tool.inspect(download).await?;
+    importer.tool.convert(download, info.format, target).await?;
     let size = tokio::fs::metadata(target).await?.len();
     Ok((info, i64::try_from(size).unwrap_or(i64::MAX)))
 }
@@ -404,15 +495,6 @@ async fn import(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sources_are_urls_or_absolute_paths() {
-        assert!(check_source("https://cloud.debian.org/x.qcow2").is_none());
-        assert!(check_source("file:///srv/x.qcow2").is_none());
-        assert!(check_source("/srv/x.qcow2").is_none());
-        assert!(check_source("x.qcow2").is_some());
-        assert!(check_source("ftp://x").is_some());
-    }
 
     #[test]
     fn checksums_are_sha256_hex() {

@@ -3,6 +3,8 @@
 //! show.
 
 pub mod demo;
+pub mod image_file;
+pub mod image_source;
 pub mod images;
 pub mod plans;
 pub mod regions;
