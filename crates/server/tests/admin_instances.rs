@@ -282,26 +282,27 @@ async fn an_admin_stops_and_deletes_a_customers_instance() {
     cloud.app.stop().await;
 }
 
+/// A server with the test catalogue and one running instance of its customer.
+async fn one_running_instance() -> (TestApp, common::rows::Catalogue, String) {
+    let app = TestApp::spawn().await;
+    let cat = catalogue(app.state.db.writer()).await;
+    let web = Seeded {
+        name: "web",
+        owner: cat.user.clone(),
+        node: cat.node.clone(),
+        plan: cat.product.clone(),
+        status: InstanceStatus::Running,
+        ipv4: None,
+    };
+    let id = seed(&app, web, &cat).await;
+    (app, cat, id)
+}
+
 /// The name reaches the owner's invoices: support may read an instance but
 /// not rename it, and every rename is audited with who did it.
 #[tokio::test]
 async fn only_the_owner_and_admins_rename_an_instance_and_it_is_audited() {
-    let app = TestApp::spawn().await;
-    let conn = app.state.db.writer();
-    let cat = catalogue(conn).await;
-    let id = seed(
-        &app,
-        Seeded {
-            name: "web",
-            owner: cat.user.clone(),
-            node: cat.node.clone(),
-            plan: cat.product.clone(),
-            status: InstanceStatus::Running,
-            ipv4: None,
-        },
-        &cat,
-    )
-    .await;
+    let (app, cat, id) = one_running_instance().await;
     let path = format!("/api/v1/instances/{id}");
     let (_, support) = app
         .signed_in("help@example.org", PASSWORD, UserRole::Support)
@@ -348,22 +349,7 @@ async fn only_the_owner_and_admins_rename_an_instance_and_it_is_audited() {
 /// the driver would only find out after stopping the VM.
 #[tokio::test]
 async fn snapshot_names_follow_the_drivers_rule_up_front() {
-    let app = TestApp::spawn().await;
-    let conn = app.state.db.writer();
-    let cat = catalogue(conn).await;
-    let id = seed(
-        &app,
-        Seeded {
-            name: "web",
-            owner: cat.user.clone(),
-            node: cat.node.clone(),
-            plan: cat.product.clone(),
-            status: InstanceStatus::Running,
-            ipv4: None,
-        },
-        &cat,
-    )
-    .await;
+    let (app, cat, id) = one_running_instance().await;
     let owner = app.session_for(&cat.user.id.to_string()).await;
     let snapshots = format!("/api/v1/instances/{id}/snapshots");
     for bad in ["-d", "1st", ".hidden", "with space"] {
