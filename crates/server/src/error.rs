@@ -75,6 +75,12 @@ pub enum Error {
     /// Staff must turn on two-factor authentication before using staff routes.
     #[error("{0}")]
     TwoFactorEnrolmentRequired(String),
+    /// Only a signed-in session may do this, not an API token.
+    #[error("{0}")]
+    SessionRequired(String),
+    /// Only the account holder may do this, not an admin impersonating them.
+    #[error("{0}")]
+    ImpersonationRefused(String),
     /// Something that is our fault. The cause is logged; the caller only learns
     /// that it happened.
     #[error("internal error: {0:#}")]

@@ -63,6 +63,10 @@ impl Application {
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
+        // Whatever the database backend, the data directory holds the signing
+        // keys, the setup token and attachments.
+        crate::private_files::create_dir(&config.data_dir)
+            .with_context(|| format!("preparing data_dir {}", config.data_dir.display()))?;
         // Resolved once, here: relative to the working directory at start.
         let import_dir =
             std::path::absolute(config.image_import_dir()).context("resolving image_import_dir")?;
@@ -92,13 +96,13 @@ impl Application {
             demo::seed(&db, &cache, &jobs, &sources, &config.local_region, image).await?;
         }
         if role == Role::Serve
-            && let Some(token) = flows::first_admin_setup_token(&db).await?
+            && let Some(token_file) = flows::write_setup_token(&db, &config.data_dir).await?
         {
             tracing::warn!(
-                "no admin account yet: create one within the hour at {}/setup?token={token} \
-                 (or POST the token with email, password and name to /api/v1/auth/setup, \
-                 or run `vmcloud admin create-user --role admin`)",
-                config.public_url()
+                "no admin account yet: run `vmcloud admin create-user --role admin`, or within \
+                 the hour POST the token in {} with email, password and name to \
+                 /api/v1/auth/setup",
+                token_file.display()
             );
         }
         tracing::info!(
@@ -303,21 +307,26 @@ fn instance_runner(state: &AppState) -> Runner {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Installs the SIGINT and SIGTERM handlers now, so a signal that arrives
+/// before the returned future is first polled (during start-up) still stops
+/// the process gracefully, and resolves on the first of them.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

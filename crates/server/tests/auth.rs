@@ -459,8 +459,16 @@ async fn tokens_with_bad_signatures_unknown_keys_or_past_expiry_are_401() {
     let (kid, secret) = key.trim().split_once(':').expect("kid:secret");
     let secret = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, secret)
         .expect("b64");
+    // The forgeries name the real session: only the signature and expiry differ.
+    let payload = session.access_token.split('.').nth(1).expect("payload");
+    let payload: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .expect("b64"),
+    )
+    .expect("json");
+    let sid = payload["sid"].clone();
     let claims = |exp: i64| {
-        json!({"sub": session.user_id, "role": "admin", "sid": uuid::Uuid::now_v7(), "jti": uuid::Uuid::new_v4(),
+        json!({"sub": session.user_id, "role": "admin", "sid": sid, "jti": uuid::Uuid::new_v4(),
                "iat": exp - 900, "exp": exp, "iss": "vmcloud"})
     };
     let sign = |kid: &str, claims: serde_json::Value| {

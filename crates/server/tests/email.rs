@@ -291,7 +291,7 @@ async fn forgot_password_is_rate_limited_per_address() {
 }
 
 #[tokio::test]
-async fn without_smtp_the_admin_reads_messages_in_the_outbox() {
+async fn without_smtp_the_admin_reads_messages_in_the_outbox_with_links_masked() {
     let app = TestApp::spawn().await;
     app.register("ada@example.org", PASSWORD).await;
     let admin = app
@@ -310,11 +310,11 @@ async fn without_smtp_the_admin_reads_messages_in_the_outbox() {
     })
     .await;
     assert_eq!(item["status"], "logged", "{item}");
-    let token = token_in(item["body_text"].as_str().expect("body"), "/verify-email");
-    let verified = app
-        .post_json("/api/v1/auth/verify-email", &json!({"token": token}))
-        .await;
-    assert_eq!(verified.status(), 200);
+    let body = item["body_text"].as_str().expect("body");
+    assert!(
+        body.contains("/verify-email?token=[redacted]") && body.contains("Confirm your address"),
+        "{body}"
+    );
 
     let bad_filter = app
         .authed(Method::GET, "/api/v1/admin/outbox?status=lost", &admin)

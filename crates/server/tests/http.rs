@@ -400,8 +400,8 @@ async fn the_data_directory_and_database_are_private_after_every_start() {
         chmod(&sqlite, 0o644);
     }
     let app = TestApp::spawn_on(database, config).await;
-    if database_is_sqlite() {
-        assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir), 0o700);
+    if sqlite.exists() {
         assert_eq!(mode(&sqlite), 0o600);
         assert_eq!(mode(&dir.join("vmcloud.db-wal")), 0o600);
     }
@@ -410,8 +410,4 @@ async fn the_data_directory_and_database_are_private_after_every_start() {
         0o600
     );
     app.stop().await;
-}
-
-fn database_is_sqlite() -> bool {
-    std::env::var("VMCLOUD_TEST_DATABASE_URL").map_or(true, |url| url.is_empty())
 }

@@ -8,9 +8,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
+use vmcloud_server::cache::Cache;
 use vmcloud_server::config::Config;
 use vmcloud_server::db::entities::user::UserRole;
 use vmcloud_server::error::Error;
+use vmcloud_server::modules::auth::revocation;
 use vmcloud_server::modules::users;
 use vmcloud_server::startup::{Application, Role, shutdown_signal};
 use vmcloud_server::{db, http, telemetry};
@@ -66,6 +68,13 @@ enum AdminCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Set a user's password, read from standard input, and sign them out
+    /// everywhere: the way back in for a locked-out admin, and for accounts
+    /// while no SMTP server is configured (the outbox never shows links).
+    SetPassword {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,12 +124,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Admin {
                 command: AdminCommand::CreateUser { email, role, name },
             } => create_user(config, &email, &role, name).await,
+            Command::Admin {
+                command: AdminCommand::SetPassword { email },
+            } => set_password(config, &email).await,
             Command::Openapi => unreachable!("handled before start-up"),
         }
     })
 }
 
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+    let stop_signal = shutdown_signal();
     let app = Application::build(config, role).await?;
     let addr = app.local_addr();
     match role {
@@ -133,7 +146,7 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            shutdown_signal().await;
+            stop_signal.await;
             shutdown.cancel();
         }
     });
@@ -151,11 +164,7 @@ async fn create_user(
         "support" => UserRole::Support,
         _ => UserRole::Customer,
     };
-    let mut password = String::new();
-    std::io::stdin()
-        .read_to_string(&mut password)
-        .context("cannot read the password from standard input")?;
-    let password = SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned());
+    let password = read_password()?;
     let database = db::Database::connect(&config.database()).await?;
     database.migrate().await?;
     let new_user = users::NewUser {
@@ -167,7 +176,50 @@ async fn create_user(
     };
     let created = users::create_user(&database, new_user).await;
     database.close().await;
-    let user = created.map_err(|err| match err {
+    let user = created.map_err(for_the_shell)?;
+    println!(
+        "created {:?} account {} ({})",
+        user.role, user.email, user.id
+    );
+    Ok(())
+}
+
+async fn set_password(config: Config, email: &str) -> anyhow::Result<()> {
+    let password = read_password()?;
+    let database = db::Database::connect(&config.database()).await?;
+    database.migrate().await?;
+    // The running platform's cache, so its replicas drop the sessions too.
+    let cache = Cache::connect(config.redis_url.as_ref(), &config.redis_prefix).await?;
+    let views = users::UserViews::new(cache.clone());
+    let changed = async {
+        let user = users::flows::set_password(&database, &views, email, password).await?;
+        let ended = revocation::end_sessions_of(&database, &cache, user.id, None).await?;
+        Ok::<_, Error>((user, ended))
+    }
+    .await;
+    database.close().await;
+    let (user, ended) = changed.map_err(for_the_shell)?;
+    println!(
+        "password set for {} ({}); {ended} session(s) signed out",
+        user.email, user.id
+    );
+    Ok(())
+}
+
+/// The password on standard input, without its line ending.
+fn read_password() -> anyhow::Result<SecretString> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("cannot read the password from standard input")?;
+    Ok(SecretString::from(
+        password.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
+}
+
+/// A service error as one line for the terminal.
+fn for_the_shell(err: Error) -> anyhow::Error {
+    match err {
         Error::Validation { fields, .. } => anyhow::anyhow!(
             "{}",
             fields
@@ -177,10 +229,5 @@ async fn create_user(
                 .join("; ")
         ),
         other => anyhow::anyhow!("{other}"),
-    })?;
-    println!(
-        "created {:?} account {} ({})",
-        user.role, user.email, user.id
-    );
-    Ok(())
+    }
 }

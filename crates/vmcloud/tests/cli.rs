@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use common::{Running, create_user, vmcloud};
+use common::{Running, create_user, vmcloud, with_password};
 
 mod common;
 
@@ -132,18 +132,39 @@ fn serve(dir: &TempDir, args: &[&str]) -> Running {
 
 /// A plain HTTP/1.1 GET; the whole response, head and body.
 fn http_get(address: &str, path: &str) -> String {
+    http(address, &format!("GET {path} HTTP/1.1\r\n"), "")
+}
+
+/// Sends one HTTP/1.1 request (`request_line` and any headers, then `body`)
+/// and reads the whole response, head and body.
+fn http(address: &str, head: &str, body: &str) -> String {
     let mut stream = std::net::TcpStream::connect(address).expect("connects");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     std::io::Write::write_all(
         &mut stream,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!(
+            "{head}Host: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
     )
     .expect("writes");
     let mut response = String::new();
     std::io::Read::read_to_string(&mut stream, &mut response).expect("reads");
     response
+}
+
+/// The status code and JSON body of a response `http` read.
+fn status_and_json(response: &str) -> (u16, serde_json::Value) {
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, serde_json::from_str(body).unwrap_or_default())
 }
 
 #[test]
@@ -241,4 +262,106 @@ fn json_logs_carry_the_request_id() {
             .any(|e| e["span"]["request_id"] == "trace-42"),
         "no log entry with the request id: {entries:?}"
     );
+}
+
+/// `POST` of a JSON body; the status and the body.
+fn post_json(server: &Running, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    status_and_json(&http(
+        &server.address,
+        &format!("POST {path} HTTP/1.1\r\nContent-Type: application/json\r\n"),
+        &body.to_string(),
+    ))
+}
+
+#[test]
+fn the_setup_token_is_in_a_private_file_never_in_the_log() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new().expect("dir");
+    let server = serve(&dir, &[]);
+    let token_file = dir.path().join("data/first-admin-setup.token");
+    let token = std::fs::read_to_string(&token_file).expect("token file");
+    let token = token.trim();
+    let mode = std::fs::metadata(&token_file)
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let log = server.start_log.join("\n");
+    assert!(log.contains("first-admin-setup.token"), "{log}");
+    assert!(!log.contains(token), "the token is never logged: {log}");
+
+    let (status, _) = post_json(
+        &server,
+        "/api/v1/auth/setup",
+        &serde_json::json!({"token": token, "email": "root@example.org",
+            "password": "a long enough passphrase", "name": "Root"}),
+    );
+    assert_eq!(status, 201);
+    server.terminate();
+    let again = serve(&dir, &[]);
+    assert!(!token_file.exists(), "gone once an admin exists");
+    again.terminate();
+}
+
+#[test]
+fn admin_set_password_resets_a_password_and_signs_the_account_out() {
+    let dir = TempDir::new().expect("dir");
+    let old = "a long enough passphrase";
+    let new = "another long passphrase";
+    assert!(
+        create_user(vmcloud(&dir), "root@example.org", "admin", old)
+            .status
+            .success()
+    );
+    let server = serve(&dir, &[]);
+    let login = |password: &str| {
+        post_json(
+            &server,
+            "/api/v1/auth/login",
+            &serde_json::json!({"email": "root@example.org", "password": password}),
+        )
+    };
+    let (status, session) = login(old);
+    assert_eq!(status, 200);
+    let token = session["access_token"].as_str().expect("token").to_owned();
+
+    let mut command = vmcloud(&dir);
+    command.args(["admin", "set-password", "--email", "Root@Example.org"]);
+    let set = with_password(command, new);
+    let stdout = String::from_utf8_lossy(&set.stdout);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(
+        stdout.contains("password set for root@example.org"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 session(s) signed out"), "{stdout}");
+
+    assert_eq!(login(old).0, 401);
+    assert_eq!(login(new).0, 200);
+    let me = http(
+        &server.address,
+        &format!("GET /api/v1/users/me HTTP/1.1\r\nAuthorization: Bearer {token}\r\n"),
+        "",
+    );
+    assert_eq!(
+        status_and_json(&me).0,
+        401,
+        "the old session ended in the running server"
+    );
+
+    let mut command = vmcloud(&dir);
+    command.args(["admin", "set-password", "--email", "nobody@example.org"]);
+    assert_fails_with(&with_password(command, new), "User not found");
+    let mut command = vmcloud(&dir);
+    command.args(["admin", "set-password", "--email", "root@example.org"]);
+    assert_fails_with(
+        &with_password(command, "short"),
+        "password must be at least 10",
+    );
+    server.terminate();
 }

@@ -94,6 +94,12 @@ impl Cache {
         }
     }
 
+    /// Whether what is stored outlives this process (Redis), or is lost
+    /// when it exits (in-process).
+    pub fn survives_restart(&self) -> bool {
+        matches!(self.backend, Backend::Redis(_))
+    }
+
     /// Checks the backend answers (always true in-process).
     pub async fn ping(&self) -> anyhow::Result<()> {
         match &self.backend {

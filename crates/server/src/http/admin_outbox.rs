@@ -1,5 +1,5 @@
-//! `/api/v1/admin/outbox`: the platform's emails, for admins. With no SMTP
-//! server configured this is where verification and reset links are read.
+//! `/api/v1/admin/outbox`: the platform's emails, for admins, with their
+//! one-time links masked. Every read is audited.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -8,10 +8,11 @@ use serde::Deserialize;
 use crate::db::entities::email::EmailStatus;
 use crate::error::Result;
 use crate::http::AppState;
-use crate::http::extract::Admin;
+use crate::http::extract::{Admin, ClientInfo};
 use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
 use crate::mail::outbox::{self, EmailView, OutboxFilter};
+use crate::modules::audit::{self, Event};
 use crate::pagination::Page;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -32,12 +33,19 @@ pub struct OutboxQuery {
 pub async fn list(
     State(state): State<AppState>,
     Admin(actor): Admin,
+    client: ClientInfo,
     Query(query): Query<OutboxQuery>,
     Pagination(page): Pagination,
 ) -> Result<Json<Page<EmailView>>> {
+    let event = Event::new("outbox.read").details(serde_json::json!({
+        "to": query.to, "status": query.status,
+    }));
     let filter = OutboxFilter {
         to: query.to,
         status: query.status,
     };
-    Ok(Json(outbox::list(&state.db, &actor, filter, page).await?))
+    let messages = outbox::list(&state.db, &actor, filter, page).await?;
+    // Messages name customers and what happened to their accounts.
+    audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    Ok(Json(messages))
 }

@@ -13,11 +13,12 @@ use crate::http::json::ValidJson;
 use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
 use crate::ids::UserId;
+use crate::mail::templates::SecurityChange;
 use crate::modules::audit::{self, Event};
 use crate::modules::auth::access::{self, ACCESS_TOKEN_TTL, Grant};
 use crate::modules::auth::{revocation, sessions};
 use crate::modules::users::admin::{self, UserFilter};
-use crate::modules::users::{self, UserView};
+use crate::modules::users::{self, UserView, flows};
 use crate::pagination::Page;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -97,8 +98,8 @@ pub async fn change_role(
 }
 
 async fn end_sessions(state: &AppState, id: UserId) -> Result<()> {
-    let revoked = sessions::revoke_all(&state.db, id, None).await?;
-    revocation::revoke_sessions(&state.cache, &revoked).await
+    revocation::end_sessions_of(&state.db, &state.cache, id, None).await?;
+    Ok(())
 }
 
 async fn set_suspended(
@@ -222,6 +223,13 @@ pub async fn reset_two_factor(
         &state.db,
         &client.audit(Some(&actor)),
         Event::new("user.2fa_reset").on("user", id),
+    )
+    .await?;
+    flows::send_security_alert(
+        &state.db,
+        &state.jobs,
+        id,
+        SecurityChange::TwoFactorDisabled,
     )
     .await?;
     Ok(Json(account.into()))

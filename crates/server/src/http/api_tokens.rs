@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 
 use crate::error::Result;
 use crate::http::AppState;
-use crate::http::extract::{ClientInfo, CurrentUser};
+use crate::http::extract::{AccountHolder, ClientInfo, CurrentUser};
 use crate::http::json::ValidJson;
 use crate::http::pagination::{PageQuery, Pagination};
 use crate::http::problem::Problem;
@@ -20,12 +20,13 @@ use crate::pagination::Page;
 /// Create a token. Its secret is in this answer only; store it now.
 #[utoipa::path(post, path = "/api-tokens", tag = "api-tokens", security(("bearer" = [])), request_body = NewApiToken,
     responses(
+        (status = 403, description = "Not from the account holder's signed-in session", body = Problem, content_type = "application/problem+json"),
         (status = 201, body = CreatedApiToken),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    CurrentUser(actor): CurrentUser,
+    AccountHolder(actor): AccountHolder,
     client: ClientInfo,
     ValidJson(body): ValidJson<NewApiToken>,
 ) -> Result<(StatusCode, Json<CreatedApiToken>)> {

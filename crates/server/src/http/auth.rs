@@ -13,6 +13,7 @@ use crate::http::AppState;
 use crate::http::extract::{ClientInfo, CurrentUser};
 use crate::http::json::ValidJson;
 use crate::http::problem::Problem;
+use crate::mail::templates::SecurityChange;
 use crate::modules::audit::{self, Event};
 use crate::modules::auth::access::{self, ACCESS_TOKEN_TTL, Grant};
 use crate::modules::auth::login::{self, LoginFailure};
@@ -322,7 +323,7 @@ pub async fn refresh(
         };
         let user = users::find(&state.db, issued.user_id).await?;
         if user.status != crate::db::entities::user::UserStatus::Active {
-            sessions::revoke_session(&state.db, issued.session_id).await?;
+            revocation::end_session(&state.db, &state.cache, issued.session_id).await?;
             return Err(Error::Unauthorized(
                 "The session has expired; sign in again.".to_owned(),
             ));
@@ -335,8 +336,8 @@ pub async fn refresh(
     }
 }
 
-/// End this session: the refresh token is revoked and the access token
-/// blacklisted until it expires.
+/// End this session: its refresh token is revoked and every access token it
+/// was issued stops working, older ones included.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 204, description = "Signed out"),
@@ -350,19 +351,13 @@ pub async fn logout(
     jar: CookieJar,
 ) -> Result<(StatusCode, CookieJar)> {
     check_origin(&headers, &state)?;
-    let Credential::Session {
-        session_id,
-        jti,
-        expires_at,
-    } = actor.credential
-    else {
+    let Credential::Session { session_id, .. } = actor.credential else {
         return Err(Error::invalid_field(
             "authorization",
             "API tokens have no session to end; revoke the token instead",
         ));
     };
-    sessions::revoke_session(&state.db, session_id).await?;
-    revocation::revoke_access_token(&state.cache, jti, expires_at).await?;
+    revocation::end_session(&state.db, &state.cache, session_id).await?;
     let event = Event::new("auth.logout").on("user", actor.user_id);
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
     Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie())))
@@ -460,14 +455,20 @@ pub async fn reset_password(
 ) -> Result<StatusCode> {
     let user_id =
         flows::reset_password(&state.db, &state.user_views, &body.token, body.new_password).await?;
-    let revoked = sessions::revoke_all(&state.db, user_id, None).await?;
-    revocation::revoke_sessions(&state.cache, &revoked).await?;
+    revocation::end_sessions_of(&state.db, &state.cache, user_id, None).await?;
     let mut context = client.audit(None);
     context.actor = Some(user_id);
     audit::record(
         &state.db,
         &context,
         Event::new("user.password_reset").on("user", user_id),
+    )
+    .await?;
+    flows::send_security_alert(
+        &state.db,
+        &state.jobs,
+        user_id,
+        SecurityChange::PasswordReset,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,6 +1,7 @@
 //! Extractors for who is calling and from where. Each route declares who may
 //! call it by the extractor it takes: [`CurrentUser`] (any signed-in account),
-//! [`Staff`] (support or admin) or [`Admin`].
+//! [`AccountHolder`] (the account holder in a signed-in session, for the
+//! account's own credentials), [`Staff`] (support or admin) or [`Admin`].
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -162,7 +163,7 @@ pub async fn authenticate_token(state: &AppState, token: &str) -> Result<Actor, 
         return hold_back_staff(state, actor).await;
     }
     let claims = access::verify(&state.keys, token)?;
-    if revocation::is_revoked(&state.cache, &claims).await? {
+    if revocation::is_revoked(&state.db, &state.cache, &claims).await? {
         return Err(unauthorized("The access token has been revoked."));
     }
     let actor = Actor {
@@ -199,6 +200,11 @@ async fn hold_back_staff(state: &AppState, mut actor: Actor) -> Result<Actor, Er
 #[derive(Clone, Debug)]
 pub struct CurrentUser(pub Actor);
 
+/// The account holder in a signed-in session: not an API token, not an
+/// admin impersonating (see [`Actor::require_account_holder`]).
+#[derive(Clone, Debug)]
+pub struct AccountHolder(pub Actor);
+
 /// Support or Admin.
 #[derive(Clone, Debug)]
 pub struct Staff(pub Actor);
@@ -215,6 +221,19 @@ impl FromRequestParts<AppState> for CurrentUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         authenticate(parts, state).await.map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for AccountHolder {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let actor = authenticate(parts, state).await?;
+        actor.require_account_holder()?;
+        Ok(Self(actor))
     }
 }
 

@@ -174,6 +174,18 @@ impl From<Error> for Problem {
                 problem.title = "Two-factor authentication required";
                 problem
             }
+            Error::SessionRequired(detail) => {
+                let mut problem = Self::new(StatusCode::FORBIDDEN, detail);
+                problem.kind = "/problems/session-required";
+                problem.title = "Signed-in session required";
+                problem
+            }
+            Error::ImpersonationRefused(detail) => {
+                let mut problem = Self::new(StatusCode::FORBIDDEN, detail);
+                problem.kind = "/problems/impersonation-refused";
+                problem.title = "Not while impersonating";
+                problem
+            }
             Error::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "internal error");
                 Self::new(

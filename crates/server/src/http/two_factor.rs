@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::http::AppState;
-use crate::http::extract::{ClientInfo, CurrentUser};
+use crate::http::extract::{AccountHolder, ClientInfo, CurrentUser};
 use crate::http::json::ValidJson;
 use crate::http::problem::Problem;
+use crate::mail::templates::SecurityChange;
 use crate::modules::audit::{self, Event};
 use crate::modules::auth::Actor;
 use crate::modules::auth::two_factor::{self, Enrolment, TwoFactorStatus};
+use crate::modules::users::flows;
 
 #[derive(Debug, Deserialize, garde::Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,14 +53,21 @@ pub struct RecoveryCodes {
     pub recovery_codes: Vec<String>,
 }
 
-async fn audit_change(
+/// Audits a change to the second factor, and tells the account holder of
+/// the ones that change how they sign in.
+async fn record_change(
     state: &AppState,
     client: &ClientInfo,
     actor: &Actor,
     action: &'static str,
+    alert: Option<SecurityChange>,
 ) -> Result<()> {
     let event = Event::new(action).on("user", actor.user_id);
-    audit::record(&state.db, &client.audit(Some(actor)), event).await
+    audit::record(&state.db, &client.audit(Some(actor)), event).await?;
+    if let Some(change) = alert {
+        flows::send_security_alert(&state.db, &state.jobs, actor.user_id, change).await?;
+    }
+    Ok(())
 }
 
 /// Whether two-factor authentication is on, and how many recovery codes are left.
@@ -80,17 +89,16 @@ pub async fn status(
     request_body = PasswordConfirmation,
     responses(
         (status = 200, body = Enrolment),
-        (status = 403, description = "Not from a signed-in session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not from the account holder's signed-in session", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already on", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Wrong password", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn enrol(
     State(state): State<AppState>,
-    CurrentUser(actor): CurrentUser,
+    AccountHolder(actor): AccountHolder,
     client: ClientInfo,
     ValidJson(body): ValidJson<PasswordConfirmation>,
 ) -> Result<Json<Enrolment>> {
-    actor.require_session()?;
     let enrolment = two_factor::begin_enrolment(
         &state.db,
         &state.cache,
@@ -99,7 +107,7 @@ pub async fn enrol(
         body.password,
     )
     .await?;
-    audit_change(&state, &client, &actor, "user.2fa_enrolment_started").await?;
+    record_change(&state, &client, &actor, "user.2fa_enrolment_started", None).await?;
     Ok(Json(enrolment))
 }
 
@@ -108,21 +116,28 @@ pub async fn enrol(
 #[utoipa::path(post, path = "/users/me/2fa/confirm", tag = "users", security(("bearer" = [])),
     request_body = CodeConfirmation,
     responses(
+        (status = 403, description = "Not from the account holder's signed-in session", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = RecoveryCodes),
         (status = 409, description = "Already on, or no enrolment pending", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Wrong code", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn confirm(
     State(state): State<AppState>,
-    CurrentUser(actor): CurrentUser,
+    AccountHolder(actor): AccountHolder,
     client: ClientInfo,
     ValidJson(body): ValidJson<CodeConfirmation>,
 ) -> Result<Json<RecoveryCodes>> {
-    actor.require_session()?;
     let recovery_codes =
         two_factor::confirm_enrolment(&state.db, &state.user_views, actor.user_id, &body.code)
             .await?;
-    audit_change(&state, &client, &actor, "user.2fa_enabled").await?;
+    record_change(
+        &state,
+        &client,
+        &actor,
+        "user.2fa_enabled",
+        Some(SecurityChange::TwoFactorEnabled),
+    )
+    .await?;
     Ok(Json(RecoveryCodes { recovery_codes }))
 }
 
@@ -130,17 +145,17 @@ pub async fn confirm(
 #[utoipa::path(post, path = "/users/me/2fa/disable", tag = "users", security(("bearer" = [])),
     request_body = ReauthenticationRequest,
     responses(
+        (status = 403, description = "Not from the account holder's signed-in session", body = Problem, content_type = "application/problem+json"),
         (status = 204, description = "Turned off"),
         (status = 409, description = "Not on", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Wrong password or code", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn disable(
     State(state): State<AppState>,
-    CurrentUser(actor): CurrentUser,
+    AccountHolder(actor): AccountHolder,
     client: ClientInfo,
     ValidJson(body): ValidJson<ReauthenticationRequest>,
 ) -> Result<StatusCode> {
-    actor.require_session()?;
     two_factor::disable(
         &state.db,
         &state.cache,
@@ -150,7 +165,14 @@ pub async fn disable(
         &body.code,
     )
     .await?;
-    audit_change(&state, &client, &actor, "user.2fa_disabled").await?;
+    record_change(
+        &state,
+        &client,
+        &actor,
+        "user.2fa_disabled",
+        Some(SecurityChange::TwoFactorDisabled),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -158,17 +180,17 @@ pub async fn disable(
 #[utoipa::path(post, path = "/users/me/2fa/recovery-codes", tag = "users", security(("bearer" = [])),
     request_body = ReauthenticationRequest,
     responses(
+        (status = 403, description = "Not from the account holder's signed-in session", body = Problem, content_type = "application/problem+json"),
         (status = 200, body = RecoveryCodes),
         (status = 409, description = "Not on", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Wrong password or code", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn regenerate_recovery_codes(
     State(state): State<AppState>,
-    CurrentUser(actor): CurrentUser,
+    AccountHolder(actor): AccountHolder,
     client: ClientInfo,
     ValidJson(body): ValidJson<ReauthenticationRequest>,
 ) -> Result<Json<RecoveryCodes>> {
-    actor.require_session()?;
     let recovery_codes = two_factor::regenerate_recovery_codes(
         &state.db,
         &state.cache,
@@ -177,11 +199,12 @@ pub async fn regenerate_recovery_codes(
         &body.code,
     )
     .await?;
-    audit_change(
+    record_change(
         &state,
         &client,
         &actor,
         "user.2fa_recovery_codes_regenerated",
+        Some(SecurityChange::RecoveryCodesReplaced),
     )
     .await?;
     Ok(Json(RecoveryCodes { recovery_codes }))

@@ -8,9 +8,10 @@ use serde::Deserialize;
 
 use crate::error::Result;
 use crate::http::AppState;
-use crate::http::extract::{ClientInfo, CurrentUser};
+use crate::http::extract::{AccountHolder, ClientInfo, CurrentUser};
 use crate::http::json::ValidJson;
 use crate::http::problem::Problem;
+use crate::mail::templates::SecurityChange;
 use crate::modules::audit::{self, Event};
 use crate::modules::auth::sessions::{self, SessionView};
 use crate::modules::auth::{rate_limit, revocation};
@@ -85,12 +86,13 @@ pub struct PasswordChange {
 /// Change the password; every other session is signed out.
 #[utoipa::path(post, path = "/users/me/password", tag = "users", security(("bearer" = [])), request_body = PasswordChange,
     responses(
+        (status = 403, description = "Not from the account holder's signed-in session", body = Problem, content_type = "application/problem+json"),
         (status = 204, description = "Changed"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn change_password(
     State(state): State<AppState>,
-    CurrentUser(actor): CurrentUser,
+    AccountHolder(actor): AccountHolder,
     client: ClientInfo,
     ValidJson(body): ValidJson<PasswordChange>,
 ) -> Result<StatusCode> {
@@ -102,12 +104,20 @@ pub async fn change_password(
         body.new_password,
     )
     .await?;
-    let others = sessions::revoke_all(&state.db, actor.user_id, actor.session_id()).await?;
-    revocation::revoke_sessions(&state.cache, &others).await?;
+    let others =
+        revocation::end_sessions_of(&state.db, &state.cache, actor.user_id, actor.session_id())
+            .await?;
     let event = Event::new("user.password_changed")
         .on("user", actor.user_id)
-        .details(serde_json::json!({ "sessions_revoked": others.len() }));
+        .details(serde_json::json!({ "sessions_revoked": others }));
     audit::record(&state.db, &client.audit(Some(&actor)), event).await?;
+    flows::send_security_alert(
+        &state.db,
+        &state.jobs,
+        actor.user_id,
+        SecurityChange::PasswordChanged,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -127,12 +137,13 @@ pub async fn list_sessions(
 #[utoipa::path(delete, path = "/users/me/sessions/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Session id")),
     responses(
+        (status = 403, description = "Not from the account holder's signed-in session", body = Problem, content_type = "application/problem+json"),
         (status = 204, description = "Revoked"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn revoke_session(
     State(state): State<AppState>,
-    CurrentUser(actor): CurrentUser,
+    AccountHolder(actor): AccountHolder,
     client: ClientInfo,
     Path(id): Path<uuid::Uuid>,
 ) -> Result<StatusCode> {
@@ -158,12 +169,13 @@ pub struct AccountDeletion {
 /// requires; every session ends.
 #[utoipa::path(post, path = "/users/me/deletion", tag = "users", security(("bearer" = [])), request_body = AccountDeletion,
     responses(
+        (status = 403, description = "Not from the account holder's signed-in session", body = Problem, content_type = "application/problem+json"),
         (status = 204, description = "Account closed"),
         (status = 422, description = "Wrong password", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_me(
     State(state): State<AppState>,
-    CurrentUser(actor): CurrentUser,
+    AccountHolder(actor): AccountHolder,
     client: ClientInfo,
     ValidJson(body): ValidJson<AccountDeletion>,
 ) -> Result<StatusCode> {
@@ -176,8 +188,7 @@ pub async fn delete_me(
         body.password,
     )
     .await?;
-    let revoked = sessions::revoke_all(&state.db, actor.user_id, None).await?;
-    revocation::revoke_sessions(&state.cache, &revoked).await?;
+    revocation::end_sessions_of(&state.db, &state.cache, actor.user_id, None).await?;
     let event = Event::new("user.deleted")
         .on("user", actor.user_id)
         .details(serde_json::json!({ "email": before.email }));

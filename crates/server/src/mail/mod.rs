@@ -3,6 +3,10 @@
 //! the log, with the message kept for admins to read (`GET /admin/outbox`),
 //! so the embedded default works without a mail server.
 //!
+//! Links that carry a one-time token (verification, password reset) are for
+//! the recipient only: the outbox shows them masked, the log never has them,
+//! and the stored copy loses them once the message is delivered or logged.
+//!
 //! Delivery is at least once: a worker that dies after the SMTP server
 //! accepted a message but before marking it sent will send it again.
 
@@ -92,7 +96,7 @@ impl Mailer {
             tracing::info!(
                 to = email.to,
                 subject = email.subject,
-                body = email.body_text,
+                body = redact_tokens(&email.body_text),
                 "email (no SMTP server configured; kept in the outbox)"
             );
             return Ok(Delivery::Logged);
@@ -109,5 +113,50 @@ impl Mailer {
             .context("building the message")?;
         smtp.send(message).await.context("SMTP delivery")?;
         Ok(Delivery::Smtp)
+    }
+}
+
+/// Where a link's one-time token starts.
+const TOKEN_PARAMETER: &str = "token=";
+const REDACTED: &str = "[redacted]";
+
+/// `text` with the value of every `token=` link parameter masked.
+pub fn redact_tokens(text: &str) -> String {
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(TOKEN_PARAMETER) {
+        let value_start = at + TOKEN_PARAMETER.len();
+        redacted.push_str(&rest[..value_start]);
+        let value = &rest[value_start..];
+        let value_len = value
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(value.len());
+        if value_len > 0 {
+            redacted.push_str(REDACTED);
+        }
+        rest = &value[value_len..];
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_values_are_masked_and_the_rest_is_kept() {
+        assert_eq!(
+            redact_tokens("Open https://x/reset-password?token=aB3_-x9 now.\nOr ?token=zz&a=1"),
+            "Open https://x/reset-password?token=[redacted] now.\nOr ?token=[redacted]&a=1"
+        );
+        assert_eq!(
+            redact_tokens("no link, token= alone"),
+            "no link, token= alone"
+        );
+        assert_eq!(
+            redact_tokens("ends with token=abc"),
+            "ends with token=[redacted]"
+        );
     }
 }

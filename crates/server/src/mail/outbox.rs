@@ -12,7 +12,7 @@ use crate::db::entities::now;
 use crate::error::Result;
 use crate::ids::{EmailId, UserId};
 use crate::jobs::{JobContext, JobQueue, NewJob};
-use crate::mail::{Delivery, Email, Mailer};
+use crate::mail::{Delivery, Email, Mailer, redact_tokens};
 use crate::pagination::{Page, PageRequest, fetch_page};
 
 pub const SEND_JOB: &str = "send_email";
@@ -88,9 +88,11 @@ pub async fn deliver(
                 Delivery::Smtp => EmailStatus::Sent,
                 Delivery::Logged => EmailStatus::Logged,
             });
-            if *delivery == Delivery::Smtp {
-                active.body_text = Set(None);
-            }
+            // The token-bearing links were for the recipient only.
+            active.body_text = Set(match delivery {
+                Delivery::Smtp => None,
+                Delivery::Logged => Some(redact_tokens(&message.body_text)),
+            });
             active.sent_at = Set(Some(now()));
             active.last_error = Set(None);
         }
@@ -112,7 +114,8 @@ pub struct EmailView {
     pub user_id: Option<UserId>,
     pub to: String,
     pub subject: String,
-    /// Absent once an SMTP server accepted the message.
+    /// Absent once an SMTP server accepted the message; one-time links are
+    /// masked (`token=[redacted]`), for the recipient's eyes only.
     pub body_text: Option<String>,
     pub kind: EmailKind,
     pub status: EmailStatus,
@@ -129,7 +132,7 @@ impl From<email::Model> for EmailView {
             user_id: row.user_id,
             to: row.to_address,
             subject: row.subject,
-            body_text: row.body_text,
+            body_text: row.body_text.as_deref().map(redact_tokens),
             kind: row.kind,
             status: row.status,
             attempts: row.attempts,
@@ -147,7 +150,7 @@ pub struct OutboxFilter {
     pub status: Option<EmailStatus>,
 }
 
-/// The outbox, newest first. Admin only: messages carry sign-in links.
+/// The outbox, newest first. Admin only; its one-time links are masked.
 pub async fn list(
     db: &Database,
     actor: &crate::modules::auth::Actor,

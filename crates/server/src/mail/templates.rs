@@ -62,6 +62,61 @@ pub fn reset_password(to: &str, name: &str, locale: &str, link: &str) -> Email {
     }
 }
 
+/// A change to how the account signs in, told to its holder so that a change
+/// they did not make is noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityChange {
+    PasswordChanged,
+    PasswordReset,
+    TwoFactorEnabled,
+    TwoFactorDisabled,
+    RecoveryCodesReplaced,
+}
+
+pub fn security_alert(to: &str, name: &str, locale: &str, change: SecurityChange) -> Email {
+    let french = french(locale);
+    let what = match (change, french) {
+        (SecurityChange::PasswordChanged, false) => "Your password was changed",
+        (SecurityChange::PasswordChanged, true) => "Votre mot de passe a été modifié",
+        (SecurityChange::PasswordReset, false) => "Your password was reset with an emailed link",
+        (SecurityChange::PasswordReset, true) => {
+            "Votre mot de passe a été réinitialisé par un lien envoyé par email"
+        }
+        (SecurityChange::TwoFactorEnabled, false) => "Two-factor authentication was turned on",
+        (SecurityChange::TwoFactorEnabled, true) => {
+            "L'authentification à deux facteurs a été activée"
+        }
+        (SecurityChange::TwoFactorDisabled, false) => "Two-factor authentication was turned off",
+        (SecurityChange::TwoFactorDisabled, true) => {
+            "L'authentification à deux facteurs a été désactivée"
+        }
+        (SecurityChange::RecoveryCodesReplaced, false) => "Your recovery codes were replaced",
+        (SecurityChange::RecoveryCodesReplaced, true) => "Vos codes de secours ont été remplacés",
+    };
+    let (subject, body_text) = if french {
+        (
+            format!("Sécurité du compte : {}", what.to_lowercase()),
+            format!(
+                "Bonjour {name},\n\n{what}.\n\nSi c'est vous, il n'y a rien à faire. Sinon, \
+                 réinitialisez votre mot de passe tout de suite et contactez le support.\n"
+            ),
+        )
+    } else {
+        (
+            format!("Account security: {}", what.to_lowercase()),
+            format!(
+                "Hello {name},\n\n{what}.\n\nIf this was you, there is nothing to do. If not, \
+                 reset your password now and contact support.\n"
+            ),
+        )
+    };
+    Email {
+        to: to.to_owned(),
+        subject,
+        body_text,
+    }
+}
+
 /// What a notice says, in one language: the in-app title and body, and the
 /// email's subject and text.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -28,8 +28,13 @@ pub fn vmcloud(dir: &TempDir) -> Command {
 
 /// `vmcloud admin create-user` through `command`, the password on stdin.
 pub fn create_user(mut command: Command, email: &str, role: &str, password: &str) -> Output {
+    command.args(["admin", "create-user", "--email", email, "--role", role]);
+    with_password(command, password)
+}
+
+/// Runs `command` with `password` on its standard input.
+pub fn with_password(mut command: Command, password: &str) -> Output {
     let mut child = command
-        .args(["admin", "create-user", "--email", email, "--role", role])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -49,6 +54,8 @@ pub struct Running {
     child: Child,
     /// `host:port` of its HTTP listener.
     pub address: String,
+    /// What it logged while starting, up to the address.
+    pub start_log: Vec<String>,
     /// Drains the log after the address line, so the process never blocks
     /// on a full pipe; yields those lines once the process exits.
     log: Option<JoinHandle<Vec<String>>>,
@@ -65,20 +72,25 @@ impl Running {
             .spawn()
             .expect("spawns");
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut start_log = Vec::new();
         let address = lines
             .by_ref()
             .map_while(Result::ok)
             .find_map(|line| {
-                line.split(" on http://")
+                let address = line
+                    .split(" on http://")
                     .nth(1)
                     .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_owned)
+                    .map(str::to_owned);
+                start_log.push(line);
+                address
             })
             .expect("the URL is logged");
         let log = std::thread::spawn(move || lines.map_while(Result::ok).collect());
         Self {
             child,
             address,
+            start_log,
             log: Some(log),
         }
     }

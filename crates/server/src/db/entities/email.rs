@@ -38,6 +38,8 @@ db_enum! {
         ServicesTerminated,
         /// Dunning: the overdue invoices are paid; the instances start again.
         ServicesRestored,
+        /// The account's password or second factor changed.
+        SecurityAlert,
     }
 }
 
@@ -49,8 +51,8 @@ pub struct Model {
     pub user_id: Option<UserId>,
     pub to_address: String,
     pub subject: String,
-    /// Dropped once an SMTP server has accepted the message, so the links
-    /// it carries are not left readable in the database.
+    /// Dropped once an SMTP server has accepted the message, and its one-time
+    /// links masked once it is logged, so they are not left readable here.
     pub body_text: Option<String>,
     pub kind: EmailKind,
     pub status: EmailStatus,

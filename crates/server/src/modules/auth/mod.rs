@@ -146,16 +146,23 @@ impl Actor {
         }
     }
 
-    /// Credentials themselves (second factor, password) are managed from a
-    /// signed-in session, never with an API token, so a leaked token cannot
-    /// take the account over.
-    pub fn require_session(&self) -> Result<()> {
-        match self.credential {
-            Credential::Session { .. } => Ok(()),
-            Credential::ApiToken { .. } | Credential::Platform => Err(Error::Forbidden(
+    /// The account's credentials (password, second factor, sessions, API
+    /// tokens) and the account itself are managed by its holder in person:
+    /// from a signed-in session, so a leaked API token cannot take the account
+    /// over or mint a credential that outlives it, and never under
+    /// impersonation, so an admin cannot leave a credential behind.
+    pub fn require_account_holder(&self) -> Result<()> {
+        if !matches!(self.credential, Credential::Session { .. }) {
+            return Err(Error::SessionRequired(
                 "Sign in to change this; API tokens cannot.".to_owned(),
-            )),
+            ));
         }
+        if self.impersonator.is_some() {
+            return Err(Error::ImpersonationRefused(
+                "Only the account holder can change this, not an admin acting as them.".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// Read-only API tokens may not change anything.

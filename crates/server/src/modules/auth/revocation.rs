@@ -1,15 +1,17 @@
 //! Cutting off access tokens before they expire. Tokens are self-contained,
 //! so revocation lives in the cache (shared by every replica through Redis)
-//! for as long as a revoked token could still be presented.
+//! for as long as a revoked token could still be presented. An in-process
+//! cache forgets on restart, so without Redis each request asks the
+//! database whether its session still stands instead.
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::Cache;
+use crate::db::Database;
 use crate::error::Result;
-use crate::ids::ApiTokenId;
-use crate::modules::auth::Credential;
+use crate::ids::{ApiTokenId, UserId};
 use crate::modules::auth::access::{ACCESS_TOKEN_TTL, Claims};
+use crate::modules::auth::{Credential, sessions};
 
 /// Where revocations are announced, so that every replica closes the live
 /// connections that hold a revoked credential (checked only at connect
@@ -20,8 +22,6 @@ pub const CHANNEL: &str = "auth:revoked";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Revoked {
-    /// One access token (its `jti`): a logout.
-    AccessToken(uuid::Uuid),
     /// Every access token of these sessions.
     Sessions(Vec<uuid::Uuid>),
     ApiToken(ApiTokenId),
@@ -31,7 +31,6 @@ impl Revoked {
     /// Whether `credential` is one of those revoked.
     pub fn covers(&self, credential: &Credential) -> bool {
         match (self, credential) {
-            (Self::AccessToken(revoked), Credential::Session { jti, .. }) => revoked == jti,
             (Self::Sessions(revoked), Credential::Session { session_id, .. }) => {
                 revoked.contains(session_id)
             }
@@ -52,32 +51,8 @@ pub async fn announce(cache: &Cache, revoked: &Revoked) {
     }
 }
 
-fn jti_key(jti: uuid::Uuid) -> String {
-    format!("auth:revoked:jti:{jti}")
-}
-
 fn session_key(session_id: uuid::Uuid) -> String {
     format!("auth:revoked:sid:{session_id}")
-}
-
-fn ttl_until(expires_at: chrono::DateTime<Utc>) -> Option<std::time::Duration> {
-    (expires_at - Utc::now())
-        .to_std()
-        .ok()
-        .filter(|ttl| !ttl.is_zero())
-}
-
-/// Blacklists one access token until it expires (logout).
-pub async fn revoke_access_token(
-    cache: &Cache,
-    jti: uuid::Uuid,
-    expires_at: chrono::DateTime<Utc>,
-) -> Result<()> {
-    if let Some(ttl) = ttl_until(expires_at) {
-        cache.set(&jti_key(jti), b"1", Some(ttl)).await?;
-    }
-    announce(cache, &Revoked::AccessToken(jti)).await;
-    Ok(())
 }
 
 /// Cuts off every access token of these sessions. Access tokens live at most
@@ -93,8 +68,30 @@ pub async fn revoke_sessions(cache: &Cache, session_ids: &[uuid::Uuid]) -> Resul
     Ok(())
 }
 
-/// Whether the token or its session was revoked, in one cache round trip.
-pub async fn is_revoked(cache: &Cache, claims: &Claims) -> Result<bool> {
-    let keys = [jti_key(claims.jti), session_key(claims.sid)];
-    Ok(cache.any_exists(&[&keys[0], &keys[1]]).await?)
+/// Ends one session for good: its refresh tokens are revoked and every
+/// access token it was issued stops working.
+pub async fn end_session(db: &Database, cache: &Cache, session_id: uuid::Uuid) -> Result<()> {
+    sessions::revoke_session(db, session_id).await?;
+    revoke_sessions(cache, &[session_id]).await
+}
+
+/// Ends every session of `user_id` but `keep`; returns how many ended.
+pub async fn end_sessions_of(
+    db: &Database,
+    cache: &Cache,
+    user_id: UserId,
+    keep: Option<uuid::Uuid>,
+) -> Result<usize> {
+    let ended = sessions::revoke_all(db, user_id, keep).await?;
+    revoke_sessions(cache, &ended).await?;
+    Ok(ended.len())
+}
+
+/// Whether the token's session was ended.
+pub async fn is_revoked(db: &Database, cache: &Cache, claims: &Claims) -> Result<bool> {
+    if cache.survives_restart() {
+        Ok(cache.any_exists(&[&session_key(claims.sid)]).await?)
+    } else {
+        sessions::is_ended(db, claims.sid).await
+    }
 }

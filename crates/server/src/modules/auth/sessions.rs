@@ -207,6 +207,18 @@ pub async fn revoke_session(db: &Database, session_id: uuid::Uuid) -> Result<()>
     Ok(())
 }
 
+/// Whether a session was ended (signed out, revoked, its refresh token
+/// reused) or never existed: none of its refresh tokens is left unrevoked.
+/// One indexed look-up by family.
+pub async fn is_ended(db: &Database, session_id: uuid::Uuid) -> Result<bool> {
+    let standing = refresh_token::Entity::find()
+        .filter(refresh_token::Column::FamilyId.eq(session_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .one(db.writer())
+        .await?;
+    Ok(standing.is_none())
+}
+
 /// Revokes one of `owner`'s sessions; another user's session is not found.
 pub async fn revoke_own_session(
     db: &Database,

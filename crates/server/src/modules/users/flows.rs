@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::UserId;
 use crate::jobs::{JobQueue, NewJob};
 use crate::mail::outbox;
-use crate::mail::templates;
+use crate::mail::templates::{self, SecurityChange};
 use crate::modules::auth::one_time;
 use crate::modules::users::UserViews;
 use crate::modules::users::{
@@ -59,17 +59,48 @@ pub async fn reset_password(
         .flatten()
         .ok_or_else(invalid_link)?;
     let account = find(db, user_id).await?;
+    store_new_password(db, views, account, new_password).await?;
+    Ok(user_id)
+}
+
+/// Sets the password of the account with `email`, for the operator at the
+/// shell (`vmcloud admin set-password`), who vouches for its address; the
+/// caller ends the account's sessions.
+pub async fn set_password(
+    db: &Database,
+    views: &UserViews,
+    email: &str,
+    new_password: SecretString,
+) -> Result<user::Model> {
+    if let Some(problem) = check_password_policy("password", &new_password) {
+        return Err(Error::invalid(vec![problem]));
+    }
+    let account = user::Entity::find()
+        .filter(user::Column::Email.eq(user::normalise_email(email)))
+        .filter(user::Column::Status.ne(UserStatus::Deleted))
+        .one(db.writer())
+        .await?
+        .ok_or_else(|| Error::not_found("User"))?;
+    store_new_password(db, views, account, new_password).await
+}
+
+/// Stores a new password hash, lifts any sign-in lockout, and counts the
+/// address as verified: both callers proved it.
+async fn store_new_password(
+    db: &Database,
+    views: &UserViews,
+    account: user::Model,
+    new_password: SecretString,
+) -> Result<user::Model> {
     let hash = password::hash(new_password).await?;
     let mut active = account.into_active_model();
     active.password_hash = Set(hash);
-    // Proving control of the mailbox is as good as the verification link.
     if active.email_verified_at.as_ref().is_none() {
         active.email_verified_at = Set(Some(now()));
     }
     active.failed_login_count = Set(0);
     active.locked_until = Set(None);
-    save(db, views, active).await?;
-    Ok(user_id)
+    save(db, views, active).await
 }
 
 pub async fn admin_exists(db: &Database) -> Result<bool> {
@@ -81,7 +112,35 @@ pub async fn admin_exists(db: &Database) -> Result<bool> {
         > 0)
 }
 
-/// When no admin exists, a one-hour link that creates one; `None` otherwise.
+/// The file under the data directory that holds the first admin's setup
+/// token: readable by the platform's account only, and never logged, since
+/// whoever holds the token becomes admin.
+pub const SETUP_TOKEN_FILE: &str = "first-admin-setup.token";
+
+/// With no admin yet, writes a fresh one-hour setup token to
+/// [`SETUP_TOKEN_FILE`] (0600) and returns the file's path; once an admin
+/// exists, removes a file left over and returns `None`.
+pub async fn write_setup_token(
+    db: &Database,
+    data_dir: &std::path::Path,
+) -> Result<Option<std::path::PathBuf>> {
+    let path = data_dir.join(SETUP_TOKEN_FILE);
+    let Some(token) = first_admin_setup_token(db).await? else {
+        match std::fs::remove_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::from(err)
+                    .context(format!("removing {}", path.display()))
+                    .into());
+            }
+            _ => return Ok(None),
+        }
+    };
+    crate::private_files::write_new(&path, format!("{token}\n").as_bytes())
+        .map_err(|err| anyhow::Error::from(err).context(format!("writing {}", path.display())))?;
+    Ok(Some(path))
+}
+
+/// When no admin exists, a one-hour token that creates one; `None` otherwise.
 pub async fn first_admin_setup_token(db: &Database) -> Result<Option<String>> {
     if admin_exists(db).await? {
         return Ok(None);
@@ -124,6 +183,20 @@ pub async fn send_verification(
     let link = format!("{public_url}/verify-email?token={token}");
     let email = templates::verify_email(&account.email, &account.name, &account.locale, &link);
     outbox::queue(db, jobs, Some(account.id), EmailKind::VerifyEmail, email).await?;
+    Ok(())
+}
+
+/// Tells the account holder that how they sign in changed, so that a change
+/// they did not make does not go unnoticed.
+pub async fn send_security_alert(
+    db: &Database,
+    jobs: &JobQueue,
+    user_id: UserId,
+    change: SecurityChange,
+) -> Result<()> {
+    let account = find(db, user_id).await?;
+    let email = templates::security_alert(&account.email, &account.name, &account.locale, change);
+    outbox::queue(db, jobs, Some(account.id), EmailKind::SecurityAlert, email).await?;
     Ok(())
 }
 
