@@ -16,6 +16,8 @@ use crate::http::{self, AppState};
 use crate::jobs::{Backoff, JobQueue, WorkerConfig, WorkerPool};
 use crate::mail::{Mailer, outbox};
 use crate::modules::auth::keys::KeyRing;
+use crate::modules::auth::sealing::Sealer;
+use crate::modules::auth::two_factor;
 use crate::modules::billing::stripe_client::StripeClient;
 use crate::modules::instances::console::SerialHubs;
 use crate::modules::instances::metrics::{LatestReadings, Sampler};
@@ -83,6 +85,11 @@ impl Application {
             &config.jwt_previous_keys,
             &config.data_dir,
         )?;
+        let sealer = Sealer::load(&config.data_dir)?;
+        let resealed = two_factor::reseal_secrets(&db, &sealer).await?;
+        if resealed > 0 {
+            tracing::info!(resealed, "sealed stored TOTP secrets under the current key");
+        }
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -136,6 +143,7 @@ impl Application {
                 jobs,
                 metrics: telemetry::prometheus().clone(),
                 keys: Arc::new(keys),
+                sealer: Arc::new(sealer),
                 user_views: UserViews::new(user_views_cache),
                 mailer,
                 drivers: Drivers::new(config_accel),

@@ -6,6 +6,7 @@ mod common;
 
 use common::{Session, TestApp, eventually, problem};
 use reqwest::Method;
+use sea_orm::EntityTrait as _;
 use serde_json::json;
 use vmcloud_server::db::entities::user::UserRole;
 
@@ -294,7 +295,6 @@ async fn the_outbox_never_shows_another_admins_reset_link_and_its_reads_are_audi
         "the link is masked: {body}"
     );
     // Not even the stored copy holds the token.
-    use sea_orm::EntityTrait as _;
     let stored = vmcloud_server::db::entities::email::Entity::find()
         .all(app.state.db.writer())
         .await

@@ -554,3 +554,96 @@ async fn wrong_passwords_and_codes_on_reauthentication_lock_the_account() {
     assert_eq!(change(PASSWORD).await, 429);
     app.stop().await;
 }
+
+/// What the database holds for the account's second factor.
+async fn stored_factor(app: &TestApp, id: &str) -> (String, Vec<String>) {
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+    use vmcloud_server::db::entities::{recovery_code, user};
+    let id: vmcloud_server::ids::UserId = id.parse().expect("id");
+    let account = user::Entity::find_by_id(id)
+        .one(app.state.db.writer())
+        .await
+        .expect("read")
+        .expect("account");
+    let codes = recovery_code::Entity::find()
+        .filter(recovery_code::Column::UserId.eq(id))
+        .all(app.state.db.writer())
+        .await
+        .expect("codes");
+    (
+        account.totp_secret.expect("secret"),
+        codes.into_iter().map(|c| c.code_hash).collect(),
+    )
+}
+
+#[tokio::test]
+async fn the_secret_is_sealed_and_recovery_codes_salted_also_for_accounts_enrolled_before() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+    use vmcloud_server::db::entities::{recovery_code, user};
+    let app = TestApp::spawn().await;
+    let id = app.register("ada@example.org", PASSWORD).await;
+    let session = app.session_for(&id).await;
+    let (secret, codes) = enable(&app, &session).await;
+    let (stored_secret, hashes) = stored_factor(&app, &id).await;
+    assert!(
+        stored_secret.starts_with("sealed:v1:") && !stored_secret.contains(&secret),
+        "{stored_secret}"
+    );
+    assert!(
+        hashes.iter().all(|h| h.starts_with("$argon2id$")),
+        "{hashes:?}"
+    );
+    let key = std::fs::read_to_string(app.config.data_dir.join("secrets.key")).expect("key");
+    assert!(!key.trim().is_empty());
+
+    // An account enrolled before: its secret in clear, its codes as SHA-256.
+    let user_id: vmcloud_server::ids::UserId = id.parse().expect("id");
+    user::Entity::update_many()
+        .col_expr(user::Column::TotpSecret, Expr::value(secret.clone()))
+        .filter(user::Column::Id.eq(user_id))
+        .exec(app.state.db.writer())
+        .await
+        .expect("clear secret");
+    let legacy_code = "abcde-fghjk";
+    recovery_code::Entity::update_many()
+        .col_expr(
+            recovery_code::Column::CodeHash,
+            Expr::value(vmcloud_server::modules::auth::sessions::hash_token(
+                "abcdefghjk",
+            )),
+        )
+        .filter(recovery_code::Column::UserId.eq(user_id))
+        .filter(recovery_code::Column::CodeHash.eq(hashes[0].as_str()))
+        .exec(app.state.db.writer())
+        .await
+        .expect("legacy code");
+    let (database, config) = app.stop_keeping_data().await;
+    let app = TestApp::spawn_on(database, config).await;
+    let (resealed, _) = stored_factor(&app, &id).await;
+    assert!(
+        resealed.starts_with("sealed:v1:"),
+        "sealed at start: {resealed}"
+    );
+    assert_eq!(
+        login_with(&app, "ada@example.org", Some(&code_at(&secret, 30)))
+            .await
+            .status(),
+        200,
+        "the resealed secret still gives the same codes"
+    );
+    assert_eq!(
+        login_with(&app, "ada@example.org", Some(legacy_code))
+            .await
+            .status(),
+        200,
+        "a code hashed the old way still works once"
+    );
+    assert_eq!(
+        login_with(&app, "ada@example.org", Some(&codes[1]))
+            .await
+            .status(),
+        200
+    );
+    app.stop().await;
+}

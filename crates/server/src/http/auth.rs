@@ -252,7 +252,7 @@ async fn check_second_factor(
             "Enter the code from your authenticator app, or a recovery code.".to_owned(),
         ));
     };
-    if let Some(factor) = two_factor::verify(&state.db, account, code).await? {
+    if let Some(factor) = two_factor::verify(&state.db, &state.sealer, account, code).await? {
         return Ok(factor);
     }
     let locked_for =

@@ -72,6 +72,8 @@ pub struct AppState {
     pub jobs: JobQueue,
     pub metrics: PrometheusHandle,
     pub keys: Arc<KeyRing>,
+    /// Seals the secrets the database keeps (TOTP seeds).
+    pub sealer: Arc<crate::modules::auth::sealing::Sealer>,
     pub user_views: UserViews,
     pub mailer: Mailer,
     pub drivers: Drivers,
@@ -86,6 +88,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// What the second-factor services need.
+    pub fn second_factor(&self) -> crate::modules::auth::two_factor::Services {
+        crate::modules::auth::two_factor::Services {
+            db: self.db.clone(),
+            cache: self.cache.clone(),
+            views: self.user_views.clone(),
+            sealer: self.sealer.clone(),
+        }
+    }
+
     /// What the instance services need.
     pub fn instances(&self) -> crate::modules::instances::Services {
         crate::modules::instances::Services {

@@ -99,14 +99,8 @@ pub async fn enrol(
     client: ClientInfo,
     ValidJson(body): ValidJson<PasswordConfirmation>,
 ) -> Result<Json<Enrolment>> {
-    let enrolment = two_factor::begin_enrolment(
-        &state.db,
-        &state.cache,
-        &state.user_views,
-        actor.user_id,
-        body.password,
-    )
-    .await?;
+    let enrolment =
+        two_factor::begin_enrolment(&state.second_factor(), actor.user_id, body.password).await?;
     record_change(&state, &client, &actor, "user.2fa_enrolment_started", None).await?;
     Ok(Json(enrolment))
 }
@@ -128,8 +122,7 @@ pub async fn confirm(
     ValidJson(body): ValidJson<CodeConfirmation>,
 ) -> Result<Json<RecoveryCodes>> {
     let recovery_codes =
-        two_factor::confirm_enrolment(&state.db, &state.user_views, actor.user_id, &body.code)
-            .await?;
+        two_factor::confirm_enrolment(&state.second_factor(), actor.user_id, &body.code).await?;
     record_change(
         &state,
         &client,
@@ -157,9 +150,7 @@ pub async fn disable(
     ValidJson(body): ValidJson<ReauthenticationRequest>,
 ) -> Result<StatusCode> {
     two_factor::disable(
-        &state.db,
-        &state.cache,
-        &state.user_views,
+        &state.second_factor(),
         actor.user_id,
         body.password,
         &body.code,
@@ -192,8 +183,7 @@ pub async fn regenerate_recovery_codes(
     ValidJson(body): ValidJson<ReauthenticationRequest>,
 ) -> Result<Json<RecoveryCodes>> {
     let recovery_codes = two_factor::regenerate_recovery_codes(
-        &state.db,
-        &state.cache,
+        &state.second_factor(),
         actor.user_id,
         body.password,
         &body.code,

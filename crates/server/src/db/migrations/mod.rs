@@ -21,6 +21,7 @@ mod m20261129_000041_coupons;
 mod m20261129_000050_ticket_attachments;
 mod m20261129_000060_notifications;
 mod m20261129_000080_accrued_month;
+mod m20261203_000090_salted_recovery_codes;
 
 /// `created_at` and `updated_at`, as every table has them.
 fn timestamp_columns() -> [ColumnDef; 2] {
@@ -127,6 +128,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000050_ticket_attachments::Migration),
             Box::new(m20261129_000060_notifications::Migration),
             Box::new(m20261129_000080_accrued_month::Migration),
+            Box::new(m20261203_000090_salted_recovery_codes::Migration),
         ]
     }
 }

@@ -37,32 +37,33 @@ impl fmt::Debug for KeyRing {
     }
 }
 
-struct ParsedKey {
-    kid: String,
-    secret: Vec<u8>,
+pub(crate) struct ParsedKey {
+    pub(crate) kid: String,
+    pub(crate) secret: Vec<u8>,
 }
 
-/// Parses `KID:SECRET` with SECRET in base64url (padded or not).
-fn parse_key(text: &str) -> anyhow::Result<ParsedKey> {
+/// Parses `KID:SECRET` with SECRET in base64url (padded or not): the form
+/// of every key the platform keeps (JWT signing, secret sealing).
+pub(crate) fn parse_key(text: &str) -> anyhow::Result<ParsedKey> {
     let (kid, secret) = text
         .trim()
         .split_once(':')
-        .context("a JWT key must be written KID:SECRET")?;
+        .context("a key must be written KID:SECRET")?;
     anyhow::ensure!(
         !kid.is_empty()
             && kid.len() <= 64
             && kid
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-        "a JWT key id must be 1 to 64 letters, digits, '-' or '_'"
+        "a key id must be 1 to 64 letters, digits, '-' or '_'"
     );
     let secret = URL_SAFE_NO_PAD
         .decode(secret.trim_end_matches('='))
         .or_else(|_| URL_SAFE.decode(secret))
-        .context("a JWT key secret must be base64url")?;
+        .context("a key secret must be base64url")?;
     anyhow::ensure!(
         secret.len() >= MIN_SECRET_BYTES,
-        "a JWT key secret must be at least {MIN_SECRET_BYTES} bytes"
+        "a key secret must be at least {MIN_SECRET_BYTES} bytes"
     );
     Ok(ParsedKey {
         kid: kid.to_owned(),
@@ -89,7 +90,7 @@ impl KeyRing {
     ) -> anyhow::Result<Self> {
         let signing = match signing {
             Some(key) => parse_key(key.expose_secret()).context("jwt_signing_key")?,
-            None => parse_key(&read_or_create_key_file(data_dir)?)
+            None => parse_key(&read_or_create_key_file(data_dir, GENERATED_KEY_FILE)?)
                 .context("the generated JWT key file is corrupt")?,
         };
         let mut verifying = HashMap::new();
@@ -121,8 +122,10 @@ impl KeyRing {
     }
 }
 
-fn read_or_create_key_file(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join(GENERATED_KEY_FILE);
+/// The contents of the key file `name` under the data directory, created
+/// with a fresh key (0600) on first start.
+pub(crate) fn read_or_create_key_file(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = data_dir.join(name);
     if let Ok(text) = std::fs::read_to_string(&path) {
         return Ok(text);
     }
@@ -130,7 +133,7 @@ fn read_or_create_key_file(data_dir: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let key = generate_key();
     write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
-    tracing::info!(path = %path.display(), "generated a JWT signing key");
+    tracing::info!(path = %path.display(), "generated a key");
     Ok(key)
 }
 

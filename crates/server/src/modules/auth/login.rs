@@ -17,6 +17,7 @@ use crate::db::Database;
 use crate::db::entities::now;
 use crate::db::entities::user::{self, UserStatus, normalise_email};
 use crate::error::{Error, Result};
+use crate::modules::auth::two_factor;
 use crate::modules::users::{UserViews, password};
 
 /// Failures allowed before the first lockout.
@@ -201,13 +202,15 @@ pub async fn confirm_password(
 /// Checks a second factor typed to confirm a change, counted like
 /// [`confirm_password`].
 pub async fn confirm_second_factor(
-    db: &Database,
-    cache: &Cache,
+    services: &two_factor::Services,
     account: &user::Model,
     code: &str,
 ) -> Result<()> {
+    let two_factor::Services {
+        db, cache, sealer, ..
+    } = services;
     refuse_while_locked(cache, &account.email).await?;
-    if crate::modules::auth::two_factor::verify(db, account, code)
+    if two_factor::verify(db, sealer, account, code)
         .await?
         .is_some()
     {

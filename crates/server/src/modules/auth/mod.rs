@@ -8,6 +8,7 @@ pub mod one_time;
 pub mod policy;
 pub mod rate_limit;
 pub mod revocation;
+pub mod sealing;
 pub mod sessions;
 pub mod two_factor;
 

@@ -5,7 +5,15 @@
 //! mistyped QR scan. Every accepted code moves the account's last accepted
 //! time step forward in one conditional update, so a code (even one observed
 //! over a shoulder) is accepted once, also by two replicas racing.
+//!
+//! Recovery codes are stored as salted argon2id hashes (light parameters:
+//! a code has about 50 bits and up to ten are checked per sign-in), so a
+//! copy of the database does not give them away; codes hashed with the
+//! earlier unsalted SHA-256 still work until used or replaced.
 
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, Version};
 use rand::Rng as _;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
@@ -23,8 +31,19 @@ use crate::db::entities::{now, recovery_code, user};
 use crate::error::{Error, Result};
 use crate::ids::UserId;
 use crate::modules::auth::login;
+use crate::modules::auth::sealing::Sealer;
 use crate::modules::auth::sessions::hash_token;
 use crate::modules::users::{self, UserViews};
+
+/// What the second-factor rules work with.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub db: Database,
+    pub cache: Cache,
+    pub views: UserViews,
+    /// Opens and seals the stored TOTP secrets.
+    pub sealer: std::sync::Arc<Sealer>,
+}
 
 /// How many recovery codes an account gets.
 pub const RECOVERY_CODES: usize = 10;
@@ -105,12 +124,13 @@ pub async fn status(db: &Database, user_id: UserId) -> Result<TwoFactorStatus> {
 /// Starts (or restarts) enrolment with a fresh secret, after checking the
 /// password so a stolen access token cannot lock the owner out.
 pub async fn begin_enrolment(
-    db: &Database,
-    cache: &Cache,
-    views: &UserViews,
+    services: &Services,
     user_id: UserId,
     password: SecretString,
 ) -> Result<Enrolment> {
+    let Services {
+        db, cache, views, ..
+    } = services;
     let account = users::find(db, user_id).await?;
     login::confirm_password(db, cache, &account, password, "password").await?;
     if account.totp_enabled_at.is_some() {
@@ -128,8 +148,9 @@ pub async fn begin_enrolment(
         .render::<qrcode::render::svg::Color>()
         .min_dimensions(200, 200)
         .build();
+    let sealed = services.sealer.seal(&secret, account.id)?;
     let mut active = account.into_active_model();
-    active.totp_secret = Set(Some(secret.clone()));
+    active.totp_secret = Set(Some(sealed));
     active.totp_last_step = Set(None);
     users::save(db, views, active).await?;
     Ok(Enrolment {
@@ -141,11 +162,17 @@ pub async fn begin_enrolment(
 
 /// Accepts a current TOTP code once: the time step it matched must be newer
 /// than the last one accepted for the account.
-async fn accept_totp(db: &Database, account: &user::Model, code: &str) -> Result<bool> {
-    let Some(secret) = &account.totp_secret else {
+async fn accept_totp(
+    db: &Database,
+    sealer: &Sealer,
+    account: &user::Model,
+    code: &str,
+) -> Result<bool> {
+    let Some(stored) = &account.totp_secret else {
         return Ok(false);
     };
-    let Some(step) = totp(secret, &account.email)?.check(code, unix_now()) else {
+    let secret = sealer.open(stored, account.id)?;
+    let Some(step) = totp(&secret, &account.email)?.check(code, unix_now()) else {
         return Ok(false);
     };
     let step = i64::try_from(step).map_err(anyhow::Error::from)?;
@@ -162,13 +189,56 @@ async fn accept_totp(db: &Database, account: &user::Model, code: &str) -> Result
     Ok(claimed.rows_affected == 1)
 }
 
-/// Uses up one recovery code.
+/// argon2id at 8 MiB, one pass: a few milliseconds per code.
+fn recovery_hasher() -> Argon2<'static> {
+    let params = Params::new(8 * 1024, 1, 1, None).expect("valid argon2 parameters");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// A salted hash of a (normalised) recovery code, as a PHC string.
+fn hash_recovery_code(normalised: &str) -> Result<String> {
+    recovery_hasher()
+        .hash_password(normalised.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|err| anyhow::anyhow!("hashing a recovery code: {err}").into())
+}
+
+/// Whether a normalised code matches a stored hash: argon2id, or the
+/// unsalted SHA-256 of codes issued before.
+fn recovery_code_matches(stored: &str, normalised: &str) -> bool {
+    match PasswordHash::new(stored) {
+        Ok(parsed) => recovery_hasher()
+            .verify_password(normalised.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => stored == hash_token(normalised),
+    }
+}
+
+/// Uses up one recovery code. The account's unused codes are checked off
+/// the async runtime; the one that matches is claimed with a conditional
+/// update, so two replicas racing with the same code accept it once.
 async fn accept_recovery_code(db: &Database, user_id: UserId, code: &str) -> Result<bool> {
+    let unused = recovery_code::Entity::find()
+        .filter(recovery_code::Column::UserId.eq(user_id))
+        .filter(recovery_code::Column::UsedAt.is_null())
+        .all(db.writer())
+        .await?;
+    let normalised = normalise_code(code);
+    let matching = tokio::task::spawn_blocking(move || {
+        unused
+            .into_iter()
+            .find(|row| recovery_code_matches(&row.code_hash, &normalised))
+            .map(|row| row.id)
+    })
+    .await
+    .map_err(anyhow::Error::from)?;
+    let Some(id) = matching else {
+        return Ok(false);
+    };
     let used = recovery_code::Entity::update_many()
         .col_expr(recovery_code::Column::UsedAt, Expr::value(now()))
         .col_expr(recovery_code::Column::UpdatedAt, Expr::value(now()))
-        .filter(recovery_code::Column::UserId.eq(user_id))
-        .filter(recovery_code::Column::CodeHash.eq(hash_token(&normalise_code(code))))
+        .filter(recovery_code::Column::Id.eq(id))
         .filter(recovery_code::Column::UsedAt.is_null())
         .exec(db.writer())
         .await?;
@@ -187,6 +257,7 @@ pub enum SecondFactor {
 /// two-factor authentication on. `None` when it is wrong or already used.
 pub async fn verify(
     db: &Database,
+    sealer: &Sealer,
     account: &user::Model,
     code: &str,
 ) -> Result<Option<SecondFactor>> {
@@ -195,7 +266,7 @@ pub async fn verify(
     }
     let code = code.trim();
     if is_totp_code(code) {
-        Ok(accept_totp(db, account, code)
+        Ok(accept_totp(db, sealer, account, code)
             .await?
             .then_some(SecondFactor::Totp))
     } else {
@@ -211,19 +282,32 @@ async fn replace_recovery_codes<C: sea_orm::ConnectionTrait>(
     conn: &C,
     user_id: UserId,
 ) -> Result<Vec<String>> {
+    let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
+    let hashes = tokio::task::spawn_blocking({
+        let codes = codes.clone();
+        move || {
+            codes
+                .iter()
+                .map(|code| hash_recovery_code(&normalise_code(code)))
+                .collect::<Result<Vec<_>>>()
+        }
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
     recovery_code::Entity::delete_many()
         .filter(recovery_code::Column::UserId.eq(user_id))
         .exec(conn)
         .await?;
-    let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
     let at = now();
-    recovery_code::Entity::insert_many(codes.iter().map(|code| recovery_code::ActiveModel {
-        id: Set(crate::ids::RecoveryCodeId::new()),
-        user_id: Set(user_id),
-        code_hash: Set(hash_token(&normalise_code(code))),
-        used_at: Set(None),
-        created_at: Set(at),
-        updated_at: Set(at),
+    recovery_code::Entity::insert_many(hashes.into_iter().map(|code_hash| {
+        recovery_code::ActiveModel {
+            id: Set(crate::ids::RecoveryCodeId::new()),
+            user_id: Set(user_id),
+            code_hash: Set(code_hash),
+            used_at: Set(None),
+            created_at: Set(at),
+            updated_at: Set(at),
+        }
     }))
     .exec(conn)
     .await?;
@@ -237,11 +321,13 @@ fn wrong_code() -> Error {
 /// Turns two-factor authentication on with the first code from the
 /// authenticator; returns the recovery codes.
 pub async fn confirm_enrolment(
-    db: &Database,
-    views: &UserViews,
+    services: &Services,
     user_id: UserId,
     code: &str,
 ) -> Result<Vec<String>> {
+    let Services {
+        db, views, sealer, ..
+    } = services;
     let account = users::find(db, user_id).await?;
     if account.totp_enabled_at.is_some() {
         return Err(Error::Conflict(
@@ -253,7 +339,7 @@ pub async fn confirm_enrolment(
             "Start enrolment first: no authenticator secret is pending.".to_owned(),
         ));
     }
-    if !is_totp_code(code.trim()) || !accept_totp(db, &account, code.trim()).await? {
+    if !is_totp_code(code.trim()) || !accept_totp(db, sealer, &account, code.trim()).await? {
         return Err(wrong_code());
     }
     let txn = db.begin_write().await?;
@@ -271,12 +357,12 @@ pub async fn confirm_enrolment(
 /// Checks the password and a current second factor, for the changes that
 /// weaken or reset the protection.
 async fn reauthenticate(
-    db: &Database,
-    cache: &Cache,
+    services: &Services,
     user_id: UserId,
     password: SecretString,
     code: &str,
 ) -> Result<user::Model> {
+    let Services { db, cache, .. } = services;
     let account = users::find(db, user_id).await?;
     if account.totp_enabled_at.is_none() {
         return Err(Error::Conflict(
@@ -284,37 +370,59 @@ async fn reauthenticate(
         ));
     }
     login::confirm_password(db, cache, &account, password, "password").await?;
-    login::confirm_second_factor(db, cache, &account, code).await?;
+    login::confirm_second_factor(services, &account, code).await?;
     Ok(account)
 }
 
 /// Turns two-factor authentication off, after the password and a code.
 pub async fn disable(
-    db: &Database,
-    cache: &Cache,
-    views: &UserViews,
+    services: &Services,
     user_id: UserId,
     password: SecretString,
     code: &str,
 ) -> Result<()> {
-    let account = reauthenticate(db, cache, user_id, password, code).await?;
-    clear(db, views, account).await?;
+    let account = reauthenticate(services, user_id, password, code).await?;
+    clear(&services.db, &services.views, account).await?;
     Ok(())
 }
 
 /// Issues a new set of recovery codes; the old ones stop working.
 pub async fn regenerate_recovery_codes(
-    db: &Database,
-    cache: &Cache,
+    services: &Services,
     user_id: UserId,
     password: SecretString,
     code: &str,
 ) -> Result<Vec<String>> {
-    reauthenticate(db, cache, user_id, password, code).await?;
-    let txn = db.begin_write().await?;
+    reauthenticate(services, user_id, password, code).await?;
+    let txn = services.db.begin_write().await?;
     let codes = replace_recovery_codes(&txn, user_id).await?;
     txn.commit().await?;
     Ok(codes)
+}
+
+/// Seals every stored TOTP secret that is in clear (stored before sealing)
+/// or sealed under an older key, so a rotation or an upgrade leaves none
+/// behind; returns how many were sealed. Run at start.
+pub async fn reseal_secrets(db: &Database, sealer: &Sealer) -> Result<usize> {
+    let stale: Vec<(UserId, String)> = user::Entity::find()
+        .filter(user::Column::TotpSecret.is_not_null())
+        .all(db.writer())
+        .await?
+        .into_iter()
+        .filter_map(|account| Some((account.id, account.totp_secret?)))
+        .filter(|(_, stored)| !sealer.is_current(stored))
+        .collect();
+    for (user_id, stored) in &stale {
+        let sealed = sealer.seal(&sealer.open(stored, *user_id)?, *user_id)?;
+        // Only if unchanged meanwhile: a new enrolment is sealed already.
+        user::Entity::update_many()
+            .col_expr(user::Column::TotpSecret, Expr::value(sealed))
+            .filter(user::Column::Id.eq(*user_id))
+            .filter(user::Column::TotpSecret.eq(stored.as_str()))
+            .exec(db.writer())
+            .await?;
+    }
+    Ok(stale.len())
 }
 
 /// Removes the secret and every recovery code: an admin's reset for someone
@@ -352,6 +460,23 @@ mod tests {
                 .all(|b| RECOVERY_ALPHABET.contains(&b))
         );
         assert_ne!(code, new_recovery_code());
+    }
+
+    #[test]
+    fn recovery_codes_are_stored_salted_and_codes_of_the_old_scheme_still_match() {
+        let code = normalise_code(&new_recovery_code());
+        let first = hash_recovery_code(&code).expect("hash");
+        let second = hash_recovery_code(&code).expect("hash");
+        assert!(
+            first.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"),
+            "{first}"
+        );
+        assert_ne!(first, second, "each code has its own salt");
+        assert!(recovery_code_matches(&first, &code));
+        assert!(!recovery_code_matches(&first, "abcdefghjk"));
+        let legacy = hash_token(&code);
+        assert!(recovery_code_matches(&legacy, &code));
+        assert!(!recovery_code_matches(&legacy, "abcdefghjk"));
     }
 
     #[test]
