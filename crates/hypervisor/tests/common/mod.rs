@@ -85,6 +85,11 @@ impl Drop for TestNode {
             return;
         };
         for vm in vms.flatten() {
+            // The VM's passt is found by its socket, on its command line.
+            let passt_socket = format!("/run/vmcloud-guest/{}.sock", vm.file_name().display());
+            let _ = std::process::Command::new("pkill")
+                .args(["-KILL", "-f", &format!("--socket {passt_socket}")])
+                .status();
             let Ok(pid) = std::fs::read_to_string(vm.path().join("qemu.pid")) else {
                 continue;
             };
@@ -326,5 +331,214 @@ pub async fn bridged_life(driver: &dyn Driver, dir: &Path, image: PathBuf, bridg
     assert!(
         !Path::new("/sys/class/net").join(&tap).exists(),
         "the tap went with the VM"
+    );
+}
+
+/// Sends `banner` to every client that connects to `listener`, then hangs up.
+fn serve_banner(listener: TcpListener, banner: &'static str) {
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let _ = client.write_all(banner.as_bytes());
+        }
+    });
+}
+
+/// A TCP listener on the host that answers `banner` and must stay out of a
+/// guest's reach.
+pub fn host_banner(address: Ipv4Addr, banner: &'static str) -> u16 {
+    let listener = TcpListener::bind((address, 0)).expect("host listener");
+    let port = listener.local_addr().expect("local addr").port();
+    serve_banner(listener, banner);
+    port
+}
+
+/// The host's own IPv4 addresses except loopback (its uplink, bridges, ...).
+pub fn host_ipv4_addresses() -> Vec<Ipv4Addr> {
+    let output = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .expect("ip addr");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .nth(3)?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .filter(|address: &Ipv4Addr| !address.is_loopback())
+        .collect()
+}
+
+/// "The internet" for isolation tests: a network namespace the test makes,
+/// reached from the host over a veth pair, with a public-looking address
+/// (TEST-NET-2) guests must reach and an RFC 1918 one they must not (the
+/// node's internal ranges). Both answer [`Outside::BANNER`] on `port`.
+pub struct Outside {
+    pub port: u16,
+}
+
+impl Outside {
+    pub const NAMESPACE: &'static str = "vmcloud-outside";
+    pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+    pub const INTERNAL: Ipv4Addr = Ipv4Addr::new(10, 214, 0, 2);
+    pub const BANNER: &'static str = "OUTSIDE-LISTENER";
+    const HOST_END: &'static str = "vmcout0";
+    const NAMESPACE_END: &'static str = "vmcout1";
+
+    /// Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
+    pub fn create() -> Self {
+        let ip = |args: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip");
+            assert!(status.success(), "ip {args:?} failed");
+        };
+        let netns = Self::NAMESPACE;
+        // Left over by a test that was killed.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", netns])
+            .status();
+        ip(&["netns", "add", netns]);
+        ip(&[
+            "link",
+            "add",
+            Self::HOST_END,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::NAMESPACE_END,
+            "netns",
+            netns,
+        ]);
+        ip(&["addr", "add", "198.51.100.1/24", "dev", Self::HOST_END]);
+        ip(&["addr", "add", "10.214.0.1/24", "dev", Self::HOST_END]);
+        ip(&["link", "set", Self::HOST_END, "up"]);
+        let inside = |args: &[&str]| {
+            let mut full = vec!["-n", netns];
+            full.extend_from_slice(args);
+            ip(&full);
+        };
+        inside(&["addr", "add", "198.51.100.2/24", "dev", Self::NAMESPACE_END]);
+        inside(&["addr", "add", "10.214.0.2/24", "dev", Self::NAMESPACE_END]);
+        inside(&["link", "set", Self::NAMESPACE_END, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+
+        // A thread that enters the namespace binds the listener there; the
+        // socket stays in that namespace wherever it is used.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let namespace =
+                std::fs::File::open(format!("/run/netns/{netns}")).expect("namespace file");
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&namespace),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("setns");
+            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("outside listener");
+            sender
+                .send(listener.local_addr().expect("local addr").port())
+                .expect("send port");
+            serve_banner(listener, Self::BANNER);
+        });
+        let port = receiver.recv().expect("outside port");
+        Self { port }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", Self::NAMESPACE])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", Self::HOST_END])
+            .status();
+    }
+}
+
+/// From inside the guest (over SSH on `port`), what a TCP client reads from
+/// each `address:port` target: the banner of whatever answered, or nothing.
+pub async fn guest_reads(key: &Path, ssh_port: u16, targets: &[String]) -> Vec<(String, String)> {
+    // The listeners send their banner and hang up at once; the sleep keeps
+    // nc's input open until then. -w bounds targets that never answer.
+    let script: Vec<String> = targets
+        .iter()
+        .map(|target| {
+            let (address, port) = target.rsplit_once(':').expect("address:port");
+            format!("echo \"{target}=>$(sleep 5 | nc -w 5 {address} {port} 2>&1)\"")
+        })
+        .collect();
+    let script = script.join("; ");
+    let answer = ssh(key, ssh_port, &script).await;
+    targets
+        .iter()
+        .map(|target| {
+            let prefix = format!("{target}=>");
+            let line = answer
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no result for {target} in {answer}"));
+            (target.clone(), line.to_owned())
+        })
+        .collect()
+}
+
+/// The host's IPv4 default gateway, if it has one.
+fn host_default_gateway() -> Option<Ipv4Addr> {
+    let output = std::process::Command::new("ip")
+        .args(["-4", "route", "show", "default"])
+        .output()
+        .expect("ip route");
+    let routes = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut words = routes.split_whitespace();
+    words.find(|word| *word == "via")?;
+    words.next()?.parse().ok()
+}
+
+/// Checks from inside a running guest, reached over SSH on `ssh_port`, that
+/// it reaches an outside address but nothing of the host: not a listener on
+/// the host's 127.0.0.1 through whatever the guest's gateway maps to (10.0.2.2
+/// under QEMU's slirp, the host's gateway under passt), not the host's own
+/// addresses, not the node's internal ranges.
+pub async fn assert_guest_is_isolated(key: &Path, ssh_port: u16) {
+    let outside = Outside::create();
+    let loopback_port = host_banner(Ipv4Addr::LOCALHOST, "HOST-LOOPBACK-LISTENER");
+    let any_port = host_banner(Ipv4Addr::UNSPECIFIED, "HOST-WILDCARD-LISTENER");
+    let gateways = [Some(Ipv4Addr::new(10, 0, 2, 2)), host_default_gateway()];
+    let mut blocked = Vec::new();
+    for gateway in gateways.into_iter().flatten() {
+        blocked.push(format!("{gateway}:{loopback_port}"));
+        blocked.push(format!("{gateway}:{any_port}"));
+    }
+    for address in host_ipv4_addresses() {
+        blocked.push(format!("{address}:{any_port}"));
+    }
+    blocked.push(format!("{}:{}", Outside::INTERNAL, outside.port));
+    let reachable = format!("{}:{}", Outside::PUBLIC, outside.port);
+
+    let mut targets = blocked.clone();
+    targets.push(reachable.clone());
+    let reads = guest_reads(key, ssh_port, &targets).await;
+    let leaks: Vec<_> = reads
+        .iter()
+        .filter(|(target, read)| blocked.contains(target) && read.contains("LISTENER"))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "the guest reached the host or an internal address: {leaks:?}"
+    );
+    let outside_read = &reads
+        .iter()
+        .find(|(target, _)| *target == reachable)
+        .expect("read")
+        .1;
+    assert!(
+        outside_read.contains(Outside::BANNER),
+        "the guest did not reach the outside listener at {reachable}: {outside_read:?} (all: {reads:?})"
     );
 }

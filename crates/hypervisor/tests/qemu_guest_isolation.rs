@@ -1,0 +1,42 @@
+//! A guest on user-mode networking reaches the outside world and nothing of
+//! its node: the finding was that QEMU's slirp maps the guest's 10.0.2.2 to
+//! the host's 127.0.0.1, where the platform's API, Redis or PostgreSQL
+//! listen. Checked from inside a real guest (the project's test guest).
+//!
+//! Needs root (it makes a network namespace as "the outside" and the driver
+//! installs its nftables rules). Run with:
+//!   VMCLOUD_TEST_GUEST_IMAGE=/abs/path/disk.qcow2 cargo test -p vmcloud-hypervisor --test qemu_guest_isolation
+//! Without the variable it is skipped (and says so).
+
+mod common;
+
+use common::{BOOT_TIMEOUT, TestNode, guest_image, key_pair, wait_for_serial};
+use vmcloud_hypervisor::{Driver, Network};
+
+#[tokio::test]
+async fn a_user_mode_guest_reaches_the_outside_but_not_the_host() {
+    let Some(image) = guest_image() else {
+        return;
+    };
+    let node = TestNode::new().await;
+    let driver: &dyn Driver = node.driver.as_ref();
+    let (key, public) = key_pair(node.data_dir(), "isolation").await;
+    let mut spec = common::spec("isolated", image, 1);
+    spec.memory_mib = 256;
+    spec.cloud_init.ssh_authorized_keys = vec![public];
+    let Network::User { ssh_host_port, .. } = spec.network else {
+        unreachable!("test specs use user networking");
+    };
+    driver.define(&spec).await.expect("define");
+    driver.start(spec.id).await.expect("start");
+    wait_for_serial(
+        driver,
+        spec.id,
+        "VMCLOUD-GUEST-READY hostname=isolated",
+        BOOT_TIMEOUT,
+    )
+    .await;
+
+    common::assert_guest_is_isolated(&key, ssh_host_port).await;
+    driver.destroy(spec.id).await.expect("destroy");
+}
