@@ -122,6 +122,7 @@ impl Application {
         };
         let user_views_cache = cache.clone();
         let config_accel = config.qemu_accel;
+        let guest_internal_networks = config.guest_internal_networks.clone();
         Ok(Self {
             role,
             listener,
@@ -134,7 +135,7 @@ impl Application {
                 keys: Arc::new(keys),
                 user_views: UserViews::new(user_views_cache),
                 mailer,
-                drivers: Drivers::new(config_accel),
+                drivers: Drivers::new(config_accel, guest_internal_networks),
                 serial_hubs: SerialHubs::default(),
                 instance_readings: LatestReadings::default(),
                 clock,

@@ -17,6 +17,8 @@ use crate::ids::NodeId;
 #[derive(Clone, Debug)]
 pub struct Drivers {
     accel: QemuAccel,
+    /// What guests on QEMU nodes must not reach (besides the node itself).
+    guest_internal_networks: Vec<ipnet::IpNet>,
     made: Arc<Mutex<HashMap<NodeId, MadeDriver>>>,
     /// Every made driver's events, merged.
     events: broadcast::Sender<VmEvent>,
@@ -29,9 +31,10 @@ const EVENT_BUFFER: usize = 1024;
 type MadeDriver = (Arc<dyn Driver>, Accel);
 
 impl Drivers {
-    pub fn new(accel: QemuAccel) -> Self {
+    pub fn new(accel: QemuAccel, guest_internal_networks: Vec<ipnet::IpNet>) -> Self {
         Self {
             accel,
+            guest_internal_networks,
             made: Arc::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
         }
@@ -103,6 +106,9 @@ impl Drivers {
     fn qemu_config(&self, vms_dir: &Path) -> QemuConfig {
         let mut config = QemuConfig::new(vms_dir.parent().unwrap_or(vms_dir));
         config.accel = self.accel_choice();
+        config
+            .guest_internal_networks
+            .clone_from(&self.guest_internal_networks);
         config
     }
 }
