@@ -11,7 +11,7 @@
 mod common;
 
 use common::{BOOT_TIMEOUT, TestNode, guest_image, key_pair, wait_for_serial};
-use vmcloud_hypervisor::{Driver, Network};
+use vmcloud_hypervisor::Driver;
 
 #[tokio::test]
 async fn a_user_mode_guest_reaches_the_outside_but_not_the_host() {
@@ -21,12 +21,7 @@ async fn a_user_mode_guest_reaches_the_outside_but_not_the_host() {
     let node = TestNode::new().await;
     let driver: &dyn Driver = node.driver.as_ref();
     let (key, public) = key_pair(node.data_dir(), "isolation").await;
-    let mut spec = common::spec("isolated", image, 1);
-    spec.memory_mib = 256;
-    spec.cloud_init.ssh_authorized_keys = vec![public];
-    let Network::User { ssh_host_port, .. } = spec.network else {
-        unreachable!("test specs use user networking");
-    };
+    let (spec, ssh_host_port) = common::user_mode_guest("isolated", image, public);
     driver.define(&spec).await.expect("define");
     driver.start(spec.id).await.expect("start");
     wait_for_serial(

@@ -43,7 +43,10 @@ use crate::driver::{
     ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmEvent, VmStats, VmStatus,
     VmSummary, VncEndpoint, bounded,
 };
-use crate::guest_firewall::{GuestFirewall, default_internal_networks, resolvers_of};
+use crate::guest_firewall::{
+    GuestFirewall, allow_bridge_port, default_internal_networks, forget_bridge_port,
+    install_bridge_tables,
+};
 use crate::spec::{Network, VmSpec, tap_name, validate_size};
 use crate::vm_locks::VmLocks;
 
@@ -119,14 +122,8 @@ async fn settle_user_networking(config: &QemuConfig) -> UserNetworking {
             reason: format!("passt is not usable: {error}"),
         };
     }
-    let resolv_conf = tokio::fs::read_to_string("/etc/resolv.conf")
-        .await
-        .unwrap_or_default();
-    let firewall = GuestFirewall {
-        user: config.guest_user.clone(),
-        internal_networks: config.guest_internal_networks.clone(),
-        resolvers: resolvers_of(&resolv_conf),
-    };
+    let firewall =
+        GuestFirewall::for_account(&config.guest_user, &config.guest_internal_networks).await;
     let prepared = match firewall.apply().await {
         Ok(()) => passt::prepare_socket_dir(&config.guest_user).await,
         Err(error) => Err(error),
@@ -136,7 +133,7 @@ async fn settle_user_networking(config: &QemuConfig) -> UserNetworking {
         Err(error) => UserNetworking::Restricted {
             reason: format!(
                 "the nftables table {} or passt's socket directory could not be set up: {error}",
-                crate::guest_firewall::TABLE
+                firewall.table()
             ),
         },
     }
@@ -183,6 +180,9 @@ impl QemuDriver {
             },
         };
         let user_networking = settle_user_networking(&config).await;
+        if let Err(error) = install_bridge_tables().await {
+            tracing::warn!(%error, "bridged VMs cannot start here: their anti-spoofing rules need nftables");
+        }
         match &user_networking {
             UserNetworking::Passt => {
                 tracing::info!("user-mode VMs reach the internet through passt, not the node");
@@ -359,7 +359,10 @@ impl QemuDriver {
                 paths.sercon_port.display()
             )))?;
         match (&spec.network, &self.user_networking, &self.config.passt) {
-            (Network::Bridge { bridge, .. }, ..) => tap::attach(&tap_name(id), bridge).await?,
+            (Network::Bridge { bridge, .. }, ..) => {
+                allow_bridge_port(&spec).await?;
+                tap::attach(&tap_name(id), bridge).await?;
+            }
             (
                 Network::User {
                     bind,
@@ -459,6 +462,9 @@ impl QemuDriver {
             power_off(&paths).await?;
             // Whatever the spec says (it may be gone): a tap is only ever ours.
             tap::remove(&tap_name(id)).await?;
+            if let Ok(spec) = self.read_spec(id).await {
+                forget_bridge_port(&spec).await;
+            }
             remove_dir_if_present(&paths.dir).await?;
         }
         drop(guard);

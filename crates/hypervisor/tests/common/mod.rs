@@ -275,8 +275,54 @@ fn bridge_address() -> Ipv4Addr {
     Ipv4Addr::new(10, 213, a.clamp(1, 254), b.clamp(1, 254))
 }
 
+/// A bridged guest at `address` (on 10.213.0.0/16) reaches a neighbour on
+/// the bridge, but not the node's own bridge address, and not the neighbour
+/// either once it sends from an address that is not its own.
+async fn assert_bridged_guest_is_isolated(key: &Path, address: Ipv4Addr, bridge: &str) {
+    // Another VM, as far as the guest can tell.
+    let neighbour = Namespace::create(
+        "vmcloud-neighbour",
+        ("vnb0", "vnb1"),
+        &["10.213.0.254/16"],
+        "NEIGHBOUR-LISTENER",
+    );
+    ip(&["link", "set", "vnb0", "master", bridge]);
+    let host_port = host_banner(Ipv4Addr::UNSPECIFIED, "HOST-WILDCARD-LISTENER");
+    let neighbour_target = format!("10.213.0.254:{}", neighbour.port);
+    let host_target = format!("10.213.0.1:{host_port}");
+    let ssh = (address.to_string(), 22);
+    let reads = guest_reads(
+        key,
+        (&ssh.0, ssh.1),
+        &[neighbour_target.clone(), host_target.clone()],
+    )
+    .await;
+    assert!(reads[0].1.contains("NEIGHBOUR-LISTENER"), "{reads:?}");
+    assert!(
+        !reads[1].1.contains("LISTENER"),
+        "the guest reached its node: {reads:?}"
+    );
+
+    // The SSH session idles while the guest wears a stolen address.
+    let spoofed = "10.213.250.250/16";
+    let own = format!("{address}/16");
+    let script = format!(
+        "ip addr del {own} dev eth0; ip addr add {spoofed} dev eth0; \
+         read=$(sleep 5 | nc -w 5 10.213.0.254 {port} 2>&1); \
+         ip addr del {spoofed} dev eth0; ip addr add {own} dev eth0; echo \"spoofed=>$read\"",
+        port = neighbour.port
+    );
+    let answer = ssh_to(key, &ssh.0, ssh.1, &script).await;
+    assert!(answer.contains("spoofed=>"), "{answer}");
+    assert!(
+        !answer.contains("NEIGHBOUR-LISTENER"),
+        "a guest sending from another address reached the neighbour: {answer}"
+    );
+}
+
 /// Boots a guest on `bridge` with a static address, SSHes straight to that
-/// address, reads its network counters and destroys it, tap included.
+/// address, checks what it can reach, reads its network counters and
+/// destroys it, tap included.
 pub async fn bridged_life(driver: &dyn Driver, dir: &Path, image: PathBuf, bridge: &str) {
     let (key, public) = key_pair(dir, "bridged").await;
     let mut spec = spec("bridged", image, 1);
@@ -317,6 +363,7 @@ pub async fn bridged_life(driver: &dyn Driver, dir: &Path, image: PathBuf, bridg
     .await;
     assert!(answer.starts_with("bridged\n"), "{answer}");
     assert!(answer.contains(&format!("inet {address}/16")), "{answer}");
+    assert_bridged_guest_is_isolated(&key, address, bridge).await;
     let stats = driver.stats(spec.id).await.expect("stats");
     assert!(
         stats.net_rx_bytes.is_some_and(|bytes| bytes > 0),
@@ -372,98 +419,125 @@ pub fn host_ipv4_addresses() -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// "The internet" for isolation tests: a network namespace the test makes,
-/// reached from the host over a veth pair, with a public-looking address
-/// (TEST-NET-2) guests must reach and an RFC 1918 one they must not (the
-/// node's internal ranges). Both answer [`Outside::BANNER`] on `port`.
-pub struct Outside {
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+/// A network namespace the test makes, joined to the host by a veth pair,
+/// with a listener on all its addresses. Deleted on drop.
+pub struct Namespace {
+    name: &'static str,
+    host_end: &'static str,
+    /// Where the listener answers `banner`.
     pub port: u16,
 }
 
-impl Outside {
-    pub const NAMESPACE: &'static str = "vmcloud-outside";
-    pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-    pub const INTERNAL: Ipv4Addr = Ipv4Addr::new(10, 214, 0, 2);
-    pub const BANNER: &'static str = "OUTSIDE-LISTENER";
-    const HOST_END: &'static str = "vmcout0";
-    const NAMESPACE_END: &'static str = "vmcout1";
-
-    /// Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
-    pub fn create() -> Self {
-        let ip = |args: &[&str]| {
-            let status = std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .expect("ip");
-            assert!(status.success(), "ip {args:?} failed");
-        };
-        let netns = Self::NAMESPACE;
+impl Namespace {
+    /// Needs root. `addresses` (CIDR) go on the namespace's end; the host's
+    /// end is up, and the caller gives it addresses or a bridge.
+    pub fn create(
+        name: &'static str,
+        (host_end, namespace_end): (&'static str, &'static str),
+        addresses: &[&str],
+        banner: &'static str,
+    ) -> Self {
         // Left over by a test that was killed.
         let _ = std::process::Command::new("ip")
-            .args(["netns", "del", netns])
+            .args(["netns", "del", name])
             .status();
-        ip(&["netns", "add", netns]);
+        ip(&["netns", "add", name]);
         ip(&[
             "link",
             "add",
-            Self::HOST_END,
+            host_end,
             "type",
             "veth",
             "peer",
             "name",
-            Self::NAMESPACE_END,
+            namespace_end,
             "netns",
-            netns,
+            name,
         ]);
-        ip(&["addr", "add", "198.51.100.1/24", "dev", Self::HOST_END]);
-        ip(&["addr", "add", "10.214.0.1/24", "dev", Self::HOST_END]);
-        ip(&["link", "set", Self::HOST_END, "up"]);
-        let inside = |args: &[&str]| {
-            let mut full = vec!["-n", netns];
-            full.extend_from_slice(args);
-            ip(&full);
-        };
-        inside(&["addr", "add", "198.51.100.2/24", "dev", Self::NAMESPACE_END]);
-        inside(&["addr", "add", "10.214.0.2/24", "dev", Self::NAMESPACE_END]);
-        inside(&["link", "set", Self::NAMESPACE_END, "up"]);
-        inside(&["link", "set", "lo", "up"]);
+        ip(&["link", "set", host_end, "up"]);
+        for address in addresses {
+            ip(&["-n", name, "addr", "add", address, "dev", namespace_end]);
+        }
+        ip(&["-n", name, "link", "set", namespace_end, "up"]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
 
         // A thread that enters the namespace binds the listener there; the
         // socket stays in that namespace wherever it is used.
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let namespace =
-                std::fs::File::open(format!("/run/netns/{netns}")).expect("namespace file");
+                std::fs::File::open(format!("/run/netns/{name}")).expect("namespace file");
             rustix::thread::move_into_link_name_space(
                 std::os::fd::AsFd::as_fd(&namespace),
                 Some(rustix::thread::LinkNameSpaceType::Network),
             )
             .expect("setns");
-            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("outside listener");
+            let listener =
+                TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("namespace listener");
             sender
                 .send(listener.local_addr().expect("local addr").port())
                 .expect("send port");
-            serve_banner(listener, Self::BANNER);
+            serve_banner(listener, banner);
         });
-        let port = receiver.recv().expect("outside port");
-        Self { port }
+        let port = receiver.recv().expect("namespace port");
+        Self {
+            name,
+            host_end,
+            port,
+        }
     }
 }
 
-impl Drop for Outside {
+impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip")
-            .args(["netns", "del", Self::NAMESPACE])
+            .args(["netns", "del", self.name])
             .status();
         let _ = std::process::Command::new("ip")
-            .args(["link", "del", Self::HOST_END])
+            .args(["link", "del", self.host_end])
             .status();
     }
 }
 
-/// From inside the guest (over SSH on `port`), what a TCP client reads from
-/// each `address:port` target: the banner of whatever answered, or nothing.
-pub async fn guest_reads(key: &Path, ssh_port: u16, targets: &[String]) -> Vec<(String, String)> {
+/// "The internet" for isolation tests: a namespace routed from the host,
+/// with a public-looking address (TEST-NET-2) guests must reach and an
+/// RFC 1918 one they must not (the node's internal ranges).
+pub struct Outside;
+
+impl Outside {
+    pub const PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+    pub const INTERNAL: Ipv4Addr = Ipv4Addr::new(10, 214, 0, 2);
+    pub const BANNER: &'static str = "OUTSIDE-LISTENER";
+
+    pub fn create() -> Namespace {
+        let outside = Namespace::create(
+            "vmcloud-outside",
+            ("vmcout0", "vmcout1"),
+            &["198.51.100.2/24", "10.214.0.2/24"],
+            Self::BANNER,
+        );
+        ip(&["addr", "add", "198.51.100.1/24", "dev", outside.host_end]);
+        ip(&["addr", "add", "10.214.0.1/24", "dev", outside.host_end]);
+        outside
+    }
+}
+
+/// From inside the guest (over SSH to `host:ssh_port`), what a TCP client
+/// reads from each `address:port` target: the banner of whatever answered,
+/// or nothing.
+pub async fn guest_reads(
+    key: &Path,
+    (host, ssh_port): (&str, u16),
+    targets: &[String],
+) -> Vec<(String, String)> {
     // The listeners send their banner and hang up at once; the sleep keeps
     // nc's input open until then. -w bounds targets that never answer.
     let script: Vec<String> = targets
@@ -474,7 +548,7 @@ pub async fn guest_reads(key: &Path, ssh_port: u16, targets: &[String]) -> Vec<(
         })
         .collect();
     let script = script.join("; ");
-    let answer = ssh(key, ssh_port, &script).await;
+    let answer = ssh_to(key, host, ssh_port, &script).await;
     targets
         .iter()
         .map(|target| {
@@ -523,7 +597,7 @@ pub async fn assert_guest_is_isolated(key: &Path, ssh_port: u16) {
 
     let mut targets = blocked.clone();
     targets.push(reachable.clone());
-    let reads = guest_reads(key, ssh_port, &targets).await;
+    let reads = guest_reads(key, ("127.0.0.1", ssh_port), &targets).await;
     let leaks: Vec<_> = reads
         .iter()
         .filter(|(target, read)| blocked.contains(target) && read.contains("LISTENER"))
@@ -541,4 +615,16 @@ pub async fn assert_guest_is_isolated(key: &Path, ssh_port: u16) {
         outside_read.contains(Outside::BANNER),
         "the guest did not reach the outside listener at {reachable}: {outside_read:?} (all: {reads:?})"
     );
+}
+
+/// A user-mode guest named `name` that lets `key` in, with its forwarded
+/// SSH port.
+pub fn user_mode_guest(name: &str, image: PathBuf, public_key: String) -> (VmSpec, u16) {
+    let mut spec = spec(name, image, 1);
+    spec.memory_mib = 256;
+    spec.cloud_init.ssh_authorized_keys = vec![public_key];
+    let Network::User { ssh_host_port, .. } = spec.network else {
+        unreachable!("test specs use user networking");
+    };
+    (spec, ssh_host_port)
 }

@@ -78,6 +78,9 @@ impl Drivers {
     async fn libvirt(&self, node: &node::Model) -> Result<(Arc<dyn Driver>, Accel)> {
         let mut config = vmcloud_hypervisor::LibvirtConfig::new(node.uri.clone());
         config.accel = self.accel_choice();
+        config
+            .guest_internal_networks
+            .clone_from(&self.guest_internal_networks);
         let driver = vmcloud_hypervisor::LibvirtDriver::connect(config)
             .await
             .map_err(|err| unreachable(node, &err))?;
