@@ -37,7 +37,7 @@ async fn a_user_mode_libvirt_guest_reaches_the_outside_but_not_the_host() {
     let (booted, id) = (Arc::clone(&driver), spec.id);
     let checked = async move {
         wait_for_serial(booted.as_ref(), id, ready, BOOT_TIMEOUT).await;
-        common::assert_guest_is_isolated(&key, ssh_host_port).await;
+        common::assert_guest_is_isolated(&key, ssh_host_port, true).await;
     };
     // Destroyed whatever the outcome: a libvirt domain outlives the test.
     let outcome = tokio::spawn(checked).await;

@@ -11,7 +11,7 @@
 mod common;
 
 use common::{BOOT_TIMEOUT, TestNode, guest_image, key_pair, wait_for_serial};
-use vmcloud_hypervisor::Driver;
+use vmcloud_hypervisor::{Driver, UserNetworking};
 
 #[tokio::test]
 async fn a_user_mode_guest_reaches_the_outside_but_not_the_host() {
@@ -32,6 +32,34 @@ async fn a_user_mode_guest_reaches_the_outside_but_not_the_host() {
     )
     .await;
 
-    common::assert_guest_is_isolated(&key, ssh_host_port).await;
+    common::assert_guest_is_isolated(&key, ssh_host_port, true).await;
+    driver.destroy(spec.id).await.expect("destroy");
+}
+
+/// Without passt (or its firewall) the driver falls back to slirp with
+/// restrict=on: SSH in works, the guest reaches nothing.
+#[tokio::test]
+async fn without_passt_a_guest_keeps_its_ssh_port_and_reaches_nothing() {
+    let Some(image) = guest_image() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("data dir");
+    let mut config = common::test_config(dir.path());
+    config.passt = None;
+    let driver = vmcloud_hypervisor::QemuDriver::new(config)
+        .await
+        .expect("QEMU driver");
+    assert!(matches!(
+        driver.user_networking(),
+        UserNetworking::Restricted { .. }
+    ));
+    let (key, public) = key_pair(dir.path(), "restricted").await;
+    let (spec, ssh_host_port) = common::user_mode_guest("restricted", image, public);
+    driver.define(&spec).await.expect("define");
+    driver.start(spec.id).await.expect("start");
+    let ready = "VMCLOUD-GUEST-READY hostname=restricted";
+    wait_for_serial(&driver, spec.id, ready, BOOT_TIMEOUT).await;
+
+    common::assert_guest_is_isolated(&key, ssh_host_port, false).await;
     driver.destroy(spec.id).await.expect("destroy");
 }

@@ -101,7 +101,8 @@ impl QemuConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserNetworking {
     /// Through a passt per VM, confined by the nftables table
-    /// `vmcloud_guests`: the internet, not the host nor internal networks.
+    /// `vmcloud_guests_<guest_user>`: the internet, not the host nor
+    /// internal networks.
     Passt,
     /// QEMU's slirp with `restrict=on`: the forwarded SSH port works, the
     /// guest reaches nothing at all. What is left when passt or the

@@ -101,9 +101,17 @@ impl Drop for TestNode {
 }
 
 pub async fn driver_on(data_dir: &Path) -> Arc<QemuDriver> {
+    Arc::new(
+        QemuDriver::new(test_config(data_dir))
+            .await
+            .expect("QEMU driver"),
+    )
+}
+
+pub fn test_config(data_dir: &Path) -> QemuConfig {
     let mut config = QemuConfig::new(data_dir);
     config.accel = AccelChoice::Fixed(Accel::Tcg);
-    Arc::new(QemuDriver::new(config).await.expect("QEMU driver"))
+    config
 }
 
 pub fn spec(name: &str, base_image: PathBuf, disk_gib: u64) -> VmSpec {
@@ -448,6 +456,7 @@ impl Namespace {
         // Left over by a test that was killed.
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
             .status();
         ip(&["netns", "add", name]);
         ip(&[
@@ -578,8 +587,12 @@ fn host_default_gateway() -> Option<Ipv4Addr> {
 /// it reaches an outside address but nothing of the host: not a listener on
 /// the host's 127.0.0.1 through whatever the guest's gateway maps to (10.0.2.2
 /// under QEMU's slirp, the host's gateway under passt), not the host's own
-/// addresses, not the node's internal ranges.
-pub async fn assert_guest_is_isolated(key: &Path, ssh_port: u16) {
+/// addresses, not the node's internal ranges. A guest on restricted slirp
+/// (`reaches_outside` false) reaches nothing at all.
+pub async fn assert_guest_is_isolated(key: &Path, ssh_port: u16, reaches_outside: bool) {
+    // One "outside" at a time: its namespace and veth names are fixed.
+    static OUTSIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = OUTSIDE.lock().await;
     let outside = Outside::create();
     let loopback_port = host_banner(Ipv4Addr::LOCALHOST, "HOST-LOOPBACK-LISTENER");
     let any_port = host_banner(Ipv4Addr::UNSPECIFIED, "HOST-WILDCARD-LISTENER");
@@ -611,8 +624,9 @@ pub async fn assert_guest_is_isolated(key: &Path, ssh_port: u16) {
         .find(|(target, _)| *target == reachable)
         .expect("read")
         .1;
-    assert!(
+    assert_eq!(
         outside_read.contains(Outside::BANNER),
+        reaches_outside,
         "the guest did not reach the outside listener at {reachable}: {outside_read:?} (all: {reads:?})"
     );
 }
