@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{BOOT_TIMEOUT, TestNode, guest_image, key_pair, wait_for_serial};
+use common::{BOOT_TIMEOUT, guest_image, key_pair, wait_for_serial};
 use vmcloud_hypervisor::{Driver, UserNetworking};
 
 #[tokio::test]
@@ -18,9 +18,15 @@ async fn a_user_mode_guest_reaches_the_outside_but_not_the_host() {
     let Some(image) = guest_image() else {
         return;
     };
-    let node = TestNode::new().await;
-    let driver: &dyn Driver = node.driver.as_ref();
-    let (key, public) = key_pair(node.data_dir(), "isolation").await;
+    let dir = tempfile::tempdir().expect("data dir");
+    let mut config = common::test_config(dir.path());
+    config.passt = Some("passt".into());
+    let driver = vmcloud_hypervisor::QemuDriver::new(config)
+        .await
+        .expect("QEMU driver");
+    assert_eq!(driver.user_networking(), &UserNetworking::Passt);
+    let driver: &dyn Driver = &driver;
+    let (key, public) = key_pair(dir.path(), "isolation").await;
     let (spec, ssh_host_port) = common::user_mode_guest("isolated", image, public);
     driver.define(&spec).await.expect("define");
     driver.start(spec.id).await.expect("start");
@@ -36,7 +42,7 @@ async fn a_user_mode_guest_reaches_the_outside_but_not_the_host() {
     driver.destroy(spec.id).await.expect("destroy");
 }
 
-/// Without passt (or its firewall) the driver falls back to slirp with
+/// Without passt (the default, or no firewall) the driver runs slirp with
 /// restrict=on: SSH in works, the guest reaches nothing.
 #[tokio::test]
 async fn without_passt_a_guest_keeps_its_ssh_port_and_reaches_nothing() {
@@ -44,8 +50,7 @@ async fn without_passt_a_guest_keeps_its_ssh_port_and_reaches_nothing() {
         return;
     };
     let dir = tempfile::tempdir().expect("data dir");
-    let mut config = common::test_config(dir.path());
-    config.passt = None;
+    let config = common::test_config(dir.path());
     let driver = vmcloud_hypervisor::QemuDriver::new(config)
         .await
         .expect("QEMU driver");

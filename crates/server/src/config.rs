@@ -91,6 +91,9 @@ pub struct Config {
     /// node's own addresses, loopback and link-local: where the node's
     /// databases, caches and management interfaces are.
     pub guest_internal_networks: Vec<ipnet::IpNet>,
+    /// User-mode guests on QEMU nodes reach the internet through passt
+    /// (confined by nftables) instead of getting no network but SSH.
+    pub qemu_passt: bool,
     /// Where user-mode instances' SSH ports listen on the node.
     pub ssh_bind: std::net::IpAddr,
     /// The host name customers SSH to; unset means the host of `public_url`.
@@ -186,6 +189,7 @@ struct Defaults {
     local_region: &'static str,
     qemu_accel: QemuAccel,
     guest_internal_networks: [&'static str; 5],
+    qemu_passt: bool,
     ssh_bind: &'static str,
     ssh_port_min: u16,
     ssh_port_max: u16,
@@ -224,6 +228,7 @@ const DEFAULTS: Defaults = Defaults {
     local_region: "local",
     qemu_accel: QemuAccel::Auto,
     guest_internal_networks: vmcloud_hypervisor::guest_firewall::DEFAULT_INTERNAL_NETWORKS,
+    qemu_passt: false,
     ssh_bind: "0.0.0.0",
     ssh_port_min: 22000,
     ssh_port_max: 22999,

@@ -123,6 +123,7 @@ impl Application {
         let user_views_cache = cache.clone();
         let config_accel = config.qemu_accel;
         let guest_internal_networks = config.guest_internal_networks.clone();
+        let qemu_passt = config.qemu_passt;
         Ok(Self {
             role,
             listener,
@@ -135,7 +136,7 @@ impl Application {
                 keys: Arc::new(keys),
                 user_views: UserViews::new(user_views_cache),
                 mailer,
-                drivers: Drivers::new(config_accel, guest_internal_networks),
+                drivers: Drivers::new(config_accel, guest_internal_networks, qemu_passt),
                 serial_hubs: SerialHubs::default(),
                 instance_readings: LatestReadings::default(),
                 clock,

@@ -70,9 +70,12 @@ pub struct QemuConfig {
     pub accel: AccelChoice,
     /// Bound on every operation except `stop`, which adds its own timeout.
     pub op_timeout: Duration,
-    /// passt, which user-mode VMs reach the network through. `None`, or a
-    /// node where it or the guest firewall cannot be set up: see
-    /// [`UserNetworking::Restricted`].
+    /// passt, which user-mode VMs reach the network through. `None` (the
+    /// default), or a node where it or the guest firewall cannot be set up:
+    /// see [`UserNetworking::Restricted`]. Off by default because Debian
+    /// 12's passt stops forwarding SSH to a guest for good once a client
+    /// connected before the guest was up, which the platform's boot probe
+    /// always does.
     pub passt: Option<PathBuf>,
     /// The unprivileged account passt runs as, which the guest firewall
     /// confines.
@@ -90,7 +93,7 @@ impl QemuConfig {
             qemu_img: "qemu-img".into(),
             accel: AccelChoice::Probe,
             op_timeout: Duration::from_secs(30),
-            passt: Some("passt".into()),
+            passt: None,
             guest_user: "vmcloud-guest".into(),
             guest_internal_networks: default_internal_networks(),
         }
@@ -115,7 +118,7 @@ pub enum UserNetworking {
 async fn settle_user_networking(config: &QemuConfig) -> UserNetworking {
     let Some(passt) = &config.passt else {
         return UserNetworking::Restricted {
-            reason: "passt is turned off in the configuration".into(),
+            reason: "passt is not turned on in the configuration".into(),
         };
     };
     if let Err(error) = run(command(passt).arg("--version")).await {

@@ -19,6 +19,8 @@ pub struct Drivers {
     accel: QemuAccel,
     /// What guests on QEMU nodes must not reach (besides the node itself).
     guest_internal_networks: Vec<ipnet::IpNet>,
+    /// Whether QEMU nodes give user-mode guests passt instead of no network.
+    passt: bool,
     made: Arc<Mutex<HashMap<NodeId, MadeDriver>>>,
     /// Every made driver's events, merged.
     events: broadcast::Sender<VmEvent>,
@@ -31,10 +33,11 @@ const EVENT_BUFFER: usize = 1024;
 type MadeDriver = (Arc<dyn Driver>, Accel);
 
 impl Drivers {
-    pub fn new(accel: QemuAccel, guest_internal_networks: Vec<ipnet::IpNet>) -> Self {
+    pub fn new(accel: QemuAccel, guest_internal_networks: Vec<ipnet::IpNet>, passt: bool) -> Self {
         Self {
             accel,
             guest_internal_networks,
+            passt,
             made: Arc::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
         }
@@ -112,6 +115,7 @@ impl Drivers {
         config
             .guest_internal_networks
             .clone_from(&self.guest_internal_networks);
+        config.passt = self.passt.then(|| "passt".into());
         config
     }
 }
