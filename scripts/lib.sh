@@ -71,3 +71,13 @@ ensure_rust() {
     return 1
   fi
 }
+
+# What user-mode guests need on a QEMU node: passt, which carries their traffic
+# as the unprivileged account vmcloud-guest, and nft, with which the driver
+# confines that account (the nftables table vmcloud_guests). Without them the
+# driver falls back to slirp with restrict=on: SSH only, no outbound traffic.
+ensure_guest_networking() {
+  ensure_packages passt:passt nft:nftables
+  getent passwd vmcloud-guest >/dev/null ||
+    as_root useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin vmcloud-guest
+}

@@ -6,6 +6,7 @@
 
 mod cloud_init;
 pub mod driver;
+pub mod guest_firewall;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod qemu;
@@ -19,5 +20,5 @@ pub use driver::{
 #[cfg(feature = "libvirt")]
 pub use libvirt::{LibvirtConfig, LibvirtDriver};
 pub use qemu::accel::{Accel, AccelProbe};
-pub use qemu::{AccelChoice, QemuConfig, QemuDriver};
+pub use qemu::{AccelChoice, QemuConfig, QemuDriver, UserNetworking};
 pub use spec::{CloudInit, MacAddress, Network, StaticIpv4, VmSpec, tap_name};

@@ -87,6 +87,13 @@ pub struct Config {
     /// The accelerator of QEMU nodes: `auto` probes KVM with a bounded test
     /// boot and falls back to TCG.
     pub qemu_accel: QemuAccel,
+    /// Networks (CIDR) guests on QEMU nodes must not reach, on top of the
+    /// node's own addresses, loopback and link-local: where the node's
+    /// databases, caches and management interfaces are.
+    pub guest_internal_networks: Vec<ipnet::IpNet>,
+    /// User-mode guests on QEMU nodes reach the internet through passt
+    /// (confined by nftables) instead of getting no network but SSH.
+    pub qemu_passt: bool,
     /// Where user-mode instances' SSH ports listen on the node.
     pub ssh_bind: std::net::IpAddr,
     /// The host name customers SSH to; unset means the host of `public_url`.
@@ -181,6 +188,8 @@ struct Defaults {
     local_node: bool,
     local_region: &'static str,
     qemu_accel: QemuAccel,
+    guest_internal_networks: [&'static str; 5],
+    qemu_passt: bool,
     ssh_bind: &'static str,
     ssh_port_min: u16,
     ssh_port_max: u16,
@@ -218,6 +227,8 @@ const DEFAULTS: Defaults = Defaults {
     local_node: true,
     local_region: "local",
     qemu_accel: QemuAccel::Auto,
+    guest_internal_networks: vmcloud_hypervisor::guest_firewall::DEFAULT_INTERNAL_NETWORKS,
+    qemu_passt: false,
     ssh_bind: "0.0.0.0",
     ssh_port_min: 22000,
     ssh_port_max: 22999,
@@ -635,6 +646,32 @@ mod tests {
             let config = load_in(jail, None).expect("valid again");
             assert_eq!(config.stripe_api_base, "http://127.0.0.1:12111");
             assert_eq!(config.cors_allowed_origins, ["https://console.example.com"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn guest_internal_networks_default_to_private_ranges_and_can_be_replaced() {
+        Jail::expect_with(|jail| {
+            let config = load_in(jail, None).expect("defaults");
+            assert_eq!(
+                config.guest_internal_networks,
+                vmcloud_hypervisor::guest_firewall::default_internal_networks()
+            );
+            jail.set_env(
+                "VMCLOUD_GUEST_INTERNAL_NETWORKS",
+                "[\"10.20.0.0/16\", \"fd12::/48\"]",
+            );
+            let config = load_in(jail, None).expect("valid");
+            assert_eq!(
+                config.guest_internal_networks,
+                [
+                    "10.20.0.0/16".parse::<ipnet::IpNet>().expect("net"),
+                    "fd12::/48".parse().expect("net")
+                ]
+            );
+            jail.set_env("VMCLOUD_GUEST_INTERNAL_NETWORKS", "[\"10.20.0.0\"]");
+            assert!(load_in(jail, None).is_err(), "a network needs its prefix");
             Ok(())
         });
     }

@@ -133,6 +133,8 @@ impl Application {
         };
         let user_views_cache = cache.clone();
         let config_accel = config.qemu_accel;
+        let guest_internal_networks = config.guest_internal_networks.clone();
+        let qemu_passt = config.qemu_passt;
         Ok(Self {
             role,
             listener,
@@ -146,7 +148,7 @@ impl Application {
                 sealer: Arc::new(sealer),
                 user_views: UserViews::new(user_views_cache),
                 mailer,
-                drivers: Drivers::new(config_accel),
+                drivers: Drivers::new(config_accel, guest_internal_networks, qemu_passt),
                 serial_hubs: SerialHubs::default(),
                 instance_readings: LatestReadings::default(),
                 clock,

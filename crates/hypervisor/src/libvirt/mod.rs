@@ -37,6 +37,9 @@ use crate::driver::{
     ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmEvent, VmStats, VmStatus,
     VmSummary, VncEndpoint, bounded,
 };
+use crate::guest_firewall::{
+    GuestFirewall, allow_bridge_port, forget_bridge_port, install_bridge_tables,
+};
 use crate::qemu::accel::Accel;
 use crate::qemu::{AccelChoice, validate_snapshot_name};
 use crate::spec::{Network, VmSpec, tap_name, validate_size};
@@ -63,6 +66,12 @@ pub struct LibvirtConfig {
     pub op_timeout: Duration,
     /// How often domain states are read for [`LibvirtDriver::events`].
     pub event_poll_interval: Duration,
+    /// The account libvirt runs QEMU as (`user` in qemu.conf), whose sockets
+    /// carry user-mode guests' traffic (slirp runs inside QEMU).
+    pub guest_user: String,
+    /// Networks guests must not reach besides the host itself, loopback and
+    /// link-local addresses.
+    pub guest_internal_networks: Vec<ipnet::IpNet>,
 }
 
 impl LibvirtConfig {
@@ -75,6 +84,8 @@ impl LibvirtConfig {
             accel: AccelChoice::Probe,
             op_timeout: Duration::from_secs(30),
             event_poll_interval: Duration::from_secs(1),
+            guest_user: "libvirt-qemu".into(),
+            guest_internal_networks: crate::guest_firewall::default_internal_networks(),
         }
     }
 }
@@ -103,6 +114,36 @@ struct Node {
     kept_output: Mutex<HashMap<Uuid, Arc<KeptOutput>>>,
 }
 
+/// User-mode guests run on QEMU's slirp, which maps their 10.0.2.2 to the
+/// libvirt host's loopback: on a local URI the driver installs the guest
+/// firewall for libvirt's QEMU account; a remote node's operator must
+/// (README, "Guest isolation").
+async fn confine_guests(config: &LibvirtConfig, local: bool) {
+    let firewall =
+        GuestFirewall::for_account(&config.guest_user, &config.guest_internal_networks).await;
+    if !local {
+        tracing::warn!(
+            uri = %config.uri,
+            table = %firewall.table(),
+            "user-mode guests of a remote libvirt node are confined only if its operator installed the guest firewall"
+        );
+        return;
+    }
+    if let Err(error) = install_bridge_tables().await {
+        tracing::warn!(%error, "bridged VMs cannot start here: their anti-spoofing rules need nftables");
+    }
+    match firewall.apply().await {
+        Ok(()) => {
+            tracing::info!(table = %firewall.table(), "user-mode guests reach the internet, not this node");
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            table = %firewall.table(),
+            "the guest firewall could not be installed: user-mode guests can reach this node's loopback services"
+        ),
+    }
+}
+
 impl LibvirtDriver {
     /// Connects, prepares the storage pool and settles the domain type.
     pub async fn connect(config: LibvirtConfig) -> Result<Self> {
@@ -129,6 +170,7 @@ impl LibvirtDriver {
             .map_err(panicked("connect"))?
         })
         .await?;
+        confine_guests(&node.config, node.local).await;
         tracing::info!(uri = %node.config.uri, accel = ?node.accel, "libvirt driver ready");
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let node = Arc::new(node);
@@ -708,6 +750,11 @@ impl Driver for LibvirtDriver {
     }
 
     async fn start(&self, id: Uuid) -> Result<()> {
+        // libvirt makes the tap on its host: its rules are set here for a
+        // local one only (README, "Guest isolation").
+        if self.node.local {
+            allow_bridge_port(&self.spec(id).await?).await?;
+        }
         self.locked("start", id, move |node, connection| {
             node.start(connection, id)
         })
@@ -767,10 +814,14 @@ impl Driver for LibvirtDriver {
     }
 
     async fn destroy(&self, id: Uuid) -> Result<()> {
+        let spec = self.spec(id).await.ok();
         self.locked("destroy", id, move |node, connection| {
             node.destroy(connection, id)
         })
         .await?;
+        if let Some(spec) = spec.filter(|_| self.node.local) {
+            forget_bridge_port(&spec).await;
+        }
         self.locks.forget(id);
         Ok(())
     }

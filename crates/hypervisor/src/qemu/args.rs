@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use super::UserNetworking;
 use super::accel::Accel;
 use super::paths::VmPaths;
 use crate::spec::{Network, VmSpec, tap_name};
@@ -11,7 +12,12 @@ use crate::spec::{Network, VmSpec, tap_name};
 pub(crate) const DISK_DRIVE: &str = "disk0";
 pub(crate) const NIC_NETDEV: &str = "net0";
 
-pub(crate) fn qemu_args(spec: &VmSpec, paths: &VmPaths, accel: Accel) -> Vec<String> {
+pub(crate) fn qemu_args(
+    spec: &VmSpec,
+    paths: &VmPaths,
+    accel: Accel,
+    user_networking: &UserNetworking,
+) -> Vec<String> {
     let mut args = Vec::new();
     let mut push = |option: &str, value: String| {
         args.push(option.to_owned());
@@ -89,7 +95,7 @@ pub(crate) fn qemu_args(spec: &VmSpec, paths: &VmPaths, accel: Accel) -> Vec<Str
     );
     push("-device", "virtio-blk-pci,drive=seed".into());
 
-    push("-netdev", netdev(spec));
+    push("-netdev", netdev(spec, paths, user_networking));
     // No option ROM: a VM whose disk does not boot must not try iPXE.
     push(
         "-device",
@@ -107,21 +113,30 @@ pub(crate) fn qemu_args(spec: &VmSpec, paths: &VmPaths, accel: Accel) -> Vec<Str
     args
 }
 
-fn netdev(spec: &VmSpec) -> String {
-    match &spec.network {
-        Network::User {
-            bind,
-            ssh_host_port,
-            ..
-        } => {
+fn netdev(spec: &VmSpec, paths: &VmPaths, user_networking: &UserNetworking) -> String {
+    match (&spec.network, user_networking) {
+        // The driver started the VM's passt, listening on this socket.
+        (Network::User { .. }, UserNetworking::Passt) => format!(
+            "stream,id={NIC_NETDEV},server=off,addr.type=unix,addr.path={}",
+            option_value(&paths.passt_socket)
+        ),
+        // restrict=on: the guest reaches nothing, the forwarded port still works.
+        (
+            Network::User {
+                bind,
+                ssh_host_port,
+                ..
+            },
+            UserNetworking::Restricted { .. },
+        ) => {
             let bind = match bind {
                 IpAddr::V4(address) => address.to_string(),
                 IpAddr::V6(address) => format!("[{address}]"),
             };
-            format!("user,id={NIC_NETDEV},hostfwd=tcp:{bind}:{ssh_host_port}-:22")
+            format!("user,id={NIC_NETDEV},restrict=on,hostfwd=tcp:{bind}:{ssh_host_port}-:22")
         }
         // The driver made the tap and put it on the bridge before starting.
-        Network::Bridge { .. } => format!(
+        (Network::Bridge { .. }, _) => format!(
             "tap,id={NIC_NETDEV},ifname={},script=no,downscript=no",
             tap_name(spec.id)
         ),
@@ -146,13 +161,21 @@ mod tests {
             .collect()
     }
 
+    const PASST: UserNetworking = UserNetworking::Passt;
+
+    fn restricted() -> UserNetworking {
+        UserNetworking::Restricted {
+            reason: "no passt".into(),
+        }
+    }
+
     fn paths() -> VmPaths {
         VmPaths::new(Path::new("/srv/vmcloud/vms"), example_spec().id)
     }
 
     #[test]
     fn sizes_machine_and_accelerator_come_from_spec_and_probe() {
-        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg);
+        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg, &PASST);
         assert_eq!(value_of(&args, "-smp"), ["2"]);
         assert_eq!(value_of(&args, "-m"), ["1024M"]);
         assert_eq!(value_of(&args, "-accel"), ["tcg"]);
@@ -161,13 +184,13 @@ mod tests {
             value_of(&args, "-uuid"),
             ["01927a3c-5e4f-7abc-8def-0123456789ab"]
         );
-        let kvm = qemu_args(&example_spec(), &paths(), Accel::Kvm);
+        let kvm = qemu_args(&example_spec(), &paths(), Accel::Kvm, &PASST);
         assert_eq!(value_of(&kvm, "-cpu"), ["host"]);
     }
 
     #[test]
     fn runs_daemonized_with_only_the_devices_we_ask_for() {
-        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg);
+        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg, &PASST);
         for flag in ["-daemonize", "-nodefaults", "-no-user-config"] {
             assert!(args.iter().any(|a| a == flag), "missing {flag}");
         }
@@ -180,7 +203,7 @@ mod tests {
 
     #[test]
     fn disks_are_virtio_with_the_overlay_first_and_a_read_only_seed() {
-        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg);
+        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg, &PASST);
         let dir = "/srv/vmcloud/vms/01927a3c-5e4f-7abc-8def-0123456789ab";
         assert_eq!(
             value_of(&args, "-drive"),
@@ -196,7 +219,7 @@ mod tests {
 
     #[test]
     fn consoles_are_unix_sockets_in_the_vm_directory() {
-        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg);
+        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg, &PASST);
         let dir = "/srv/vmcloud/vms/01927a3c-5e4f-7abc-8def-0123456789ab";
         assert_eq!(value_of(&args, "-vnc"), [format!("unix:{dir}/vnc.sock")]);
         assert_eq!(
@@ -217,15 +240,27 @@ mod tests {
     }
 
     #[test]
-    fn user_network_forwards_ssh_from_the_bind_address() {
-        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg);
+    fn user_network_is_a_stream_to_the_vms_passt() {
+        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg, &PASST);
         assert_eq!(
             value_of(&args, "-netdev"),
-            ["user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22"]
+            [format!(
+                "stream,id=net0,server=off,addr.type=unix,addr.path=/run/vmcloud-guest/{}.sock",
+                example_spec().id
+            )]
         );
         assert!(
             value_of(&args, "-device")
                 .contains(&"virtio-net-pci,netdev=net0,mac=52:54:00:67:89:ab,romfile=")
+        );
+    }
+
+    #[test]
+    fn without_passt_user_network_is_restricted_slirp_forwarding_ssh_from_the_bind_address() {
+        let args = qemu_args(&example_spec(), &paths(), Accel::Tcg, &restricted());
+        assert_eq!(
+            value_of(&args, "-netdev"),
+            ["user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"]
         );
 
         let mut spec = example_spec();
@@ -234,10 +269,10 @@ mod tests {
             bind: "::1".parse().expect("valid literal"),
             ssh_host_port: 2200,
         };
-        let args = qemu_args(&spec, &paths(), Accel::Tcg);
+        let args = qemu_args(&spec, &paths(), Accel::Tcg, &restricted());
         assert_eq!(
             value_of(&args, "-netdev"),
-            ["user,id=net0,hostfwd=tcp:[::1]:2200-:22"]
+            ["user,id=net0,restrict=on,hostfwd=tcp:[::1]:2200-:22"]
         );
     }
 
@@ -249,7 +284,7 @@ mod tests {
             bridge: "br0".into(),
             ipv4: None,
         };
-        let args = qemu_args(&spec, &paths(), Accel::Kvm);
+        let args = qemu_args(&spec, &paths(), Accel::Kvm, &PASST);
         assert_eq!(
             value_of(&args, "-netdev"),
             ["tap,id=net0,ifname=vmc0123456789ab,script=no,downscript=no"]
@@ -263,7 +298,7 @@ mod tests {
     #[test]
     fn commas_in_paths_are_escaped() {
         let paths = VmPaths::new(Path::new("/srv/odd,dir"), example_spec().id);
-        let args = qemu_args(&example_spec(), &paths, Accel::Tcg);
+        let args = qemu_args(&example_spec(), &paths, Accel::Tcg, &PASST);
         assert!(value_of(&args, "-drive")[0].contains("file=/srv/odd,,dir/"));
     }
 }

@@ -13,6 +13,7 @@ pub mod accel;
 mod args;
 mod command;
 mod disk;
+mod passt;
 mod paths;
 mod process;
 pub mod qmp;
@@ -42,6 +43,10 @@ use crate::driver::{
     ConsoleStream, Driver, Error, Result, SnapshotInfo, StopOutcome, VmEvent, VmStats, VmStatus,
     VmSummary, VncEndpoint, bounded,
 };
+use crate::guest_firewall::{
+    GuestFirewall, allow_bridge_port, default_internal_networks, forget_bridge_port,
+    install_bridge_tables,
+};
 use crate::spec::{Network, VmSpec, tap_name, validate_size};
 use crate::vm_locks::VmLocks;
 
@@ -65,6 +70,19 @@ pub struct QemuConfig {
     pub accel: AccelChoice,
     /// Bound on every operation except `stop`, which adds its own timeout.
     pub op_timeout: Duration,
+    /// passt, which user-mode VMs reach the network through. `None` (the
+    /// default), or a node where it or the guest firewall cannot be set up:
+    /// see [`UserNetworking::Restricted`]. Off by default because Debian
+    /// 12's passt stops forwarding SSH to a guest for good once a client
+    /// connected before the guest was up, which the platform's boot probe
+    /// always does.
+    pub passt: Option<PathBuf>,
+    /// The unprivileged account passt runs as, which the guest firewall
+    /// confines.
+    pub guest_user: String,
+    /// Networks guests must not reach besides the host itself, loopback and
+    /// link-local addresses: where the node's internal services are.
+    pub guest_internal_networks: Vec<ipnet::IpNet>,
 }
 
 impl QemuConfig {
@@ -75,7 +93,53 @@ impl QemuConfig {
             qemu_img: "qemu-img".into(),
             accel: AccelChoice::Probe,
             op_timeout: Duration::from_secs(30),
+            passt: None,
+            guest_user: "vmcloud-guest".into(),
+            guest_internal_networks: default_internal_networks(),
         }
+    }
+}
+
+/// How this node's user-mode VMs reach the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserNetworking {
+    /// Through a passt per VM, confined by the nftables table
+    /// `vmcloud_guests_<guest_user>`: the internet, not the host nor
+    /// internal networks.
+    Passt,
+    /// QEMU's slirp with `restrict=on`: the forwarded SSH port works, the
+    /// guest reaches nothing at all. What is left when passt or the
+    /// firewall is unavailable (not root, no nft, no guest account), since
+    /// plain slirp maps the guest's 10.0.2.2 to the host's loopback.
+    Restricted { reason: String },
+}
+
+/// Installs the guest firewall and checks passt, or says why not.
+async fn settle_user_networking(config: &QemuConfig) -> UserNetworking {
+    let Some(passt) = &config.passt else {
+        return UserNetworking::Restricted {
+            reason: "passt is not turned on in the configuration".into(),
+        };
+    };
+    if let Err(error) = run(command(passt).arg("--version")).await {
+        return UserNetworking::Restricted {
+            reason: format!("passt is not usable: {error}"),
+        };
+    }
+    let firewall =
+        GuestFirewall::for_account(&config.guest_user, &config.guest_internal_networks).await;
+    let prepared = match firewall.apply().await {
+        Ok(()) => passt::prepare_socket_dir(&config.guest_user).await,
+        Err(error) => Err(error),
+    };
+    match prepared {
+        Ok(()) => UserNetworking::Passt,
+        Err(error) => UserNetworking::Restricted {
+            reason: format!(
+                "the nftables table {} or passt's socket directory could not be set up: {error}",
+                firewall.table()
+            ),
+        },
     }
 }
 
@@ -91,6 +155,7 @@ pub struct QemuDriver {
     config: QemuConfig,
     vms_dir: PathBuf,
     accel: AccelProbe,
+    user_networking: UserNetworking,
     locks: VmLocks,
     watchers: Watchers,
 }
@@ -118,11 +183,25 @@ impl QemuDriver {
                 reason: "set in the configuration".into(),
             },
         };
+        let user_networking = settle_user_networking(&config).await;
+        if let Err(error) = install_bridge_tables().await {
+            tracing::warn!(%error, "bridged VMs cannot start here: their anti-spoofing rules need nftables");
+        }
+        match &user_networking {
+            UserNetworking::Passt => {
+                tracing::info!("user-mode VMs reach the internet through passt, not the node");
+            }
+            UserNetworking::Restricted { reason } => tracing::warn!(
+                %reason,
+                "user-mode VMs get no network but their SSH port (slirp, restrict=on)"
+            ),
+        }
         tracing::info!(accel = ?accel.accel, reason = %accel.reason, "QEMU driver ready");
         let driver = Self {
             config,
             vms_dir,
             accel,
+            user_networking,
             locks: VmLocks::default(),
             watchers: Watchers::new(),
         };
@@ -134,6 +213,12 @@ impl QemuDriver {
     /// The accelerator VMs start with, and why (for the node's status page).
     pub fn accel(&self) -> &AccelProbe {
         &self.accel
+    }
+
+    /// How user-mode VMs reach the network here, and why (for the node's
+    /// status page).
+    pub fn user_networking(&self) -> &UserNetworking {
+        &self.user_networking
     }
 
     fn paths(&self, id: Uuid) -> VmPaths {
@@ -277,22 +362,49 @@ impl QemuDriver {
                 "writing {}",
                 paths.sercon_port.display()
             )))?;
-        if let Network::Bridge { bridge, .. } = &spec.network {
-            tap::attach(&tap_name(id), bridge).await?;
+        match (&spec.network, &self.user_networking, &self.config.passt) {
+            (Network::Bridge { bridge, .. }, ..) => {
+                allow_bridge_port(&spec).await?;
+                tap::attach(&tap_name(id), bridge).await?;
+            }
+            (
+                Network::User {
+                    bind,
+                    ssh_host_port,
+                    ..
+                },
+                UserNetworking::Passt,
+                Some(program),
+            ) => {
+                passt::start(
+                    program,
+                    &self.config.guest_user,
+                    &paths,
+                    *bind,
+                    *ssh_host_port,
+                )
+                .await?;
+            }
+            (Network::User { .. }, ..) => {}
         }
-        let args = qemu_args(&spec, &paths, self.accel.accel);
+        let args = qemu_args(&spec, &paths, self.accel.accel, &self.user_networking);
         tracing::info!(%id, accel = ?self.accel.accel, "starting QEMU");
         // With -daemonize this returns once the VM runs (or failed to start).
-        run(command(&self.config.qemu_system).args(&args)).await?;
-        match process::find(&paths.pidfile)? {
-            QemuProcess::Alive(_) => {
-                self.watchers.watch(id, paths);
-                Ok(())
-            }
-            _ => Err(Error::Unavailable(format!(
-                "QEMU for VM {id} exited right after starting"
-            ))),
+        let started = match run(command(&self.config.qemu_system).args(&args)).await {
+            Ok(_) => match process::find(&paths.pidfile)? {
+                QemuProcess::Alive(_) => Ok(()),
+                _ => Err(Error::Unavailable(format!(
+                    "QEMU for VM {id} exited right after starting"
+                ))),
+            },
+            Err(error) => Err(error),
+        };
+        match started {
+            Ok(()) => self.watchers.watch(id, paths),
+            // Its passt would keep the SSH port.
+            Err(_) => passt::stop(&paths).await?,
         }
+        started
     }
 
     async fn stop_vm(&self, id: Uuid, timeout: Duration) -> Result<StopOutcome> {
@@ -308,6 +420,7 @@ impl QemuDriver {
             VmStatus::Running => {
                 qmp_execute(&paths, "system_powerdown", None).await?;
                 if wait_for_exit(&paths, timeout).await? {
+                    passt::stop(&paths).await?;
                     return Ok(StopOutcome::Graceful);
                 }
                 tracing::info!(%id, ?timeout, "guest ignored the power button; cutting power");
@@ -353,6 +466,9 @@ impl QemuDriver {
             power_off(&paths).await?;
             // Whatever the spec says (it may be gone): a tap is only ever ours.
             tap::remove(&tap_name(id)).await?;
+            if let Ok(spec) = self.read_spec(id).await {
+                forget_bridge_port(&spec).await;
+            }
             remove_dir_if_present(&paths.dir).await?;
         }
         drop(guard);
@@ -834,7 +950,8 @@ async fn wait_for_exit(paths: &VmPaths, limit: Duration) -> Result<bool> {
 }
 
 /// Ends the VM's QEMU however it takes: `quit` (which flushes disk caches),
-/// then SIGKILL. Leaves no pidfile, so the VM reads as cleanly stopped.
+/// then SIGKILL, and its passt. Leaves no pidfile, so the VM reads as
+/// cleanly stopped.
 async fn power_off(paths: &VmPaths) -> Result<()> {
     if let QemuProcess::Alive(pid) = process::find(&paths.pidfile)? {
         let quit = tokio::time::timeout(EXIT_GRACE, qmp_execute(paths, "quit", None)).await;
@@ -849,6 +966,7 @@ async fn power_off(paths: &VmPaths) -> Result<()> {
             }
         }
     }
+    passt::stop(paths).await?;
     remove_if_present(&paths.pidfile).await
 }
 

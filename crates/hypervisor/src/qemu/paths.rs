@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+/// Where passt, which binds its socket after dropping to the guest account,
+/// may create it: VM directories are root's alone.
+pub(crate) const PASST_SOCKET_DIR: &str = "/run/vmcloud-guest";
+
 /// Longest unix socket path the kernel accepts (`sun_path` is 108 bytes with
 /// its terminating NUL).
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
@@ -25,6 +29,10 @@ pub(crate) struct VmPaths {
     pub vnc: PathBuf,
     /// SeaBIOS setting that mirrors its screen on the serial port.
     pub sercon_port: PathBuf,
+    /// The NIC's stream socket to the VM's passt (user-mode networking),
+    /// outside `dir`.
+    pub passt_socket: PathBuf,
+    pub passt_log: PathBuf,
 }
 
 impl VmPaths {
@@ -42,11 +50,19 @@ impl VmPaths {
             serial_log: file("serial.log"),
             vnc: file("vnc.sock"),
             sercon_port: file("sercon-port.bin"),
+            passt_socket: Path::new(PASST_SOCKET_DIR).join(format!("{id}.sock")),
+            passt_log: file("passt.log"),
             dir,
         }
     }
 
-    pub fn sockets(&self) -> [&Path; 4] {
-        [&self.qmp, &self.events, &self.serial, &self.vnc]
+    pub fn sockets(&self) -> [&Path; 5] {
+        [
+            &self.qmp,
+            &self.events,
+            &self.serial,
+            &self.vnc,
+            &self.passt_socket,
+        ]
     }
 }

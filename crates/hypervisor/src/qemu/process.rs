@@ -42,6 +42,22 @@ pub(crate) fn find(pidfile: &Path) -> Result<QemuProcess> {
 /// command line guards against the pid having been reused since.
 fn is_qemu_of(pid: Pid, pidfile: &Path) -> bool {
     let proc_dir = Path::new("/proc").join(pid.as_raw_nonzero().to_string());
+    is_live_with_argument(&proc_dir, pidfile)
+}
+
+/// Live (not zombie) processes that have `argument` on their command line.
+pub(crate) fn find_with_argument(argument: &Path) -> Result<Vec<Pid>> {
+    let entries = std::fs::read_dir("/proc").map_err(Error::io("listing /proc"))?;
+    Ok(entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = Pid::from_raw(entry.file_name().to_str()?.parse().ok()?)?;
+            is_live_with_argument(&entry.path(), argument).then_some(pid)
+        })
+        .collect())
+}
+
+fn is_live_with_argument(proc_dir: &Path, argument: &Path) -> bool {
     let is_zombie = std::fs::read_to_string(proc_dir.join("stat"))
         .ok()
         .and_then(|stat| stat_fields(&stat).map(|fields| fields[0] == "Z"))
@@ -52,8 +68,8 @@ fn is_qemu_of(pid: Pid, pidfile: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
         return false;
     };
-    let pidfile = pidfile.as_os_str().as_encoded_bytes();
-    cmdline.split(|&byte| byte == 0).any(|arg| arg == pidfile)
+    let argument = argument.as_os_str().as_encoded_bytes();
+    cmdline.split(|&byte| byte == 0).any(|arg| arg == argument)
 }
 
 /// The fields of /proc/<pid>/stat after the command name, which may itself
@@ -66,9 +82,7 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
 pub(crate) fn kill(pid: Pid) -> Result<()> {
     match kill_process(pid, Signal::KILL) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-        Err(errno) => Err(Error::io(format!("killing QEMU process {pid:?}"))(
-            errno.into(),
-        )),
+        Err(errno) => Err(Error::io(format!("killing process {pid:?}"))(errno.into())),
     }
 }
 
@@ -160,9 +174,11 @@ mod tests {
         };
         assert!(cpu_time_ns(pid).is_ok());
         assert!(memory_rss_bytes(pid).expect("memory rss bytes") > 0);
+        assert_eq!(find_with_argument(&pidfile).expect("find"), [pid]);
 
         kill(pid).expect("kill");
         child.wait().expect("wait");
         assert_eq!(find(&pidfile).expect("find"), QemuProcess::Vanished);
+        assert_eq!(find_with_argument(&pidfile).expect("find"), []);
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
+use super::passt;
 use super::paths::VmPaths;
 use super::qmp::{QmpClient, QmpEvent};
 use super::{EXIT_GRACE, vm_status, wait_for_exit};
@@ -97,6 +98,9 @@ impl Shared {
         }
         // The monitor closes as QEMU exits; its pidfile says how it ended.
         let exited = wait_for_exit(paths, EXIT_GRACE).await.unwrap_or(false);
+        if exited && let Err(error) = passt::stop(paths).await {
+            tracing::warn!(%id, %error, "the exited VM's passt is still running");
+        }
         let status = match vm_status(paths).await {
             Ok(status) if exited => status,
             outcome => {

@@ -17,6 +17,10 @@ use crate::ids::NodeId;
 #[derive(Clone, Debug)]
 pub struct Drivers {
     accel: QemuAccel,
+    /// What guests on QEMU nodes must not reach (besides the node itself).
+    guest_internal_networks: Vec<ipnet::IpNet>,
+    /// Whether QEMU nodes give user-mode guests passt instead of no network.
+    passt: bool,
     made: Arc<Mutex<HashMap<NodeId, MadeDriver>>>,
     /// Every made driver's events, merged.
     events: broadcast::Sender<VmEvent>,
@@ -29,9 +33,11 @@ const EVENT_BUFFER: usize = 1024;
 type MadeDriver = (Arc<dyn Driver>, Accel);
 
 impl Drivers {
-    pub fn new(accel: QemuAccel) -> Self {
+    pub fn new(accel: QemuAccel, guest_internal_networks: Vec<ipnet::IpNet>, passt: bool) -> Self {
         Self {
             accel,
+            guest_internal_networks,
+            passt,
             made: Arc::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
         }
@@ -75,6 +81,9 @@ impl Drivers {
     async fn libvirt(&self, node: &node::Model) -> Result<(Arc<dyn Driver>, Accel)> {
         let mut config = vmcloud_hypervisor::LibvirtConfig::new(node.uri.clone());
         config.accel = self.accel_choice();
+        config
+            .guest_internal_networks
+            .clone_from(&self.guest_internal_networks);
         let driver = vmcloud_hypervisor::LibvirtDriver::connect(config)
             .await
             .map_err(|err| unreachable(node, &err))?;
@@ -103,6 +112,10 @@ impl Drivers {
     fn qemu_config(&self, vms_dir: &Path) -> QemuConfig {
         let mut config = QemuConfig::new(vms_dir.parent().unwrap_or(vms_dir));
         config.accel = self.accel_choice();
+        config
+            .guest_internal_networks
+            .clone_from(&self.guest_internal_networks);
+        config.passt = self.passt.then(|| "passt".into());
         config
     }
 }
