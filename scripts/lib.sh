@@ -71,3 +71,11 @@ ensure_rust() {
     return 1
   fi
 }
+
+# build_vmcloud: builds the binary the benchmarks measure, the shipped `dist`
+# profile unless BENCH_PROFILE names another (e.g. quick), and prints its path.
+build_vmcloud() {
+  local profile=${BENCH_PROFILE:-dist}
+  cargo build --profile "$profile" --locked -p vmcloud >/dev/null 2>&1
+  echo "${CARGO_TARGET_DIR:-target}/$profile/vmcloud"
+}

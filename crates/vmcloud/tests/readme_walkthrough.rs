@@ -22,7 +22,7 @@ use common::{Running, vmcloud};
 mod common;
 
 /// The sentence that introduces the walk-through's code block.
-const WALKTHROUGH_INTRO: &str = "so you can order a VM and SSH into it at once:";
+const WALKTHROUGH_INTRO: &str = "so keep them runnable as written):";
 /// How long the guest may take to be `running` and answer SSH under TCG.
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
 
