@@ -16,7 +16,7 @@ ensure_packages qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mcopy:mto
   ssh-keygen:openssh-client
 [ -x /usr/sbin/mkfs.vfat ] || command -v mkfs.vfat >/dev/null || ensure_debs dosfstools
 [ -f guest/out/disk.qcow2 ] || as_root bash guest/build.sh --out guest/out
-cargo build --release --locked -p vmcloud >/dev/null 2>&1
+build_vmcloud >/dev/null
 RUNS=${1:-5} exec python3 - <<'PY'
 import datetime, json, os, sys, time
 sys.path.insert(0, "bench")

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils ssh-keygen:openssh-client
 [ -f guest/out/disk.qcow2 ] || as_root bash guest/build.sh --out guest/out
-cargo build --release --locked -p vmcloud >/dev/null 2>&1
+build_vmcloud >/dev/null
 COUNT=${1:-20} exec python3 - <<'PY'
 import datetime, os, sys, threading, time
 sys.path.insert(0, "bench")

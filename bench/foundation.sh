@@ -8,8 +8,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages wrk:wrk curl:curl python3:python3
 duration=${1:-10s}
-cargo build --release --locked -p vmcloud >/dev/null 2>&1
-bin=${CARGO_TARGET_DIR:-target}/release/vmcloud
+bin=$(build_vmcloud)
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

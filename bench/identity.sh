@@ -12,8 +12,7 @@ ensure_packages wrk:wrk curl:curl psql:postgresql-client
 duration=${1:-10s}
 pg_base=${VMCLOUD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 redis_url=${VMCLOUD_TEST_REDIS_URL:-redis://127.0.0.1:6379}
-cargo build --release --locked -p vmcloud >/dev/null 2>&1
-bin=${CARGO_TARGET_DIR:-target}/release/vmcloud
+bin=$(build_vmcloud)
 work=$(mktemp -d)
 pid=""
 cleanup() {

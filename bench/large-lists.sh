@@ -17,8 +17,7 @@ ensure_packages psql:postgresql-client
 pg_base=${VMCLOUD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 db=vmcloud_bench_$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
 pg_url=$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$pg_base" "$db")
-cargo build --release --locked -p vmcloud >/dev/null 2>&1
-bin=${CARGO_TARGET_DIR:-target}/release/vmcloud
+bin=$(build_vmcloud)
 cleanup() { psql "$pg_base" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 psql "$pg_base" -qc "CREATE DATABASE $db" >/dev/null

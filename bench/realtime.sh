@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Socket.IO load on one `vmcloud serve` (PostgreSQL + Redis, release build),
+# Socket.IO load on one `vmcloud serve` (PostgreSQL + Redis, dist build),
 # with the official socket.io-client (bench/realtime, pinned by its
 # package-lock.json): 10k authenticated connections and the server's extra
 # RSS, then instance.status events fanned out to 1,000 of them and their
@@ -16,8 +16,7 @@ redis_url=${VMCLOUD_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 redis_port=$(python3 -c 'import sys,urllib.parse as u; print(u.urlsplit(sys.argv[1]).port or 6379)' "$redis_url")
 prefix=vmcloud-bench-rt:
 (cd bench/realtime && npm ci --no-audit --no-fund >/dev/null)
-cargo build --release --locked -p vmcloud >/dev/null 2>&1
-bin=${CARGO_TARGET_DIR:-target}/release/vmcloud
+bin=$(build_vmcloud)
 work=$(mktemp -d)
 pid=""
 cleanup() {

@@ -29,7 +29,8 @@ def free_port():
 
 def binary():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    return os.path.join(target, "release", "vmcloud")
+    # The profile scripts/lib.sh's build_vmcloud built.
+    return os.path.join(target, os.environ.get("BENCH_PROFILE", "dist"), "vmcloud")
 
 
 class Server:

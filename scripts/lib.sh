@@ -81,3 +81,11 @@ ensure_guest_networking() {
   getent passwd vmcloud-guest >/dev/null ||
     as_root useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin vmcloud-guest
 }
+
+# build_vmcloud: builds the binary the benchmarks measure, the shipped `dist`
+# profile unless BENCH_PROFILE names another (e.g. quick), and prints its path.
+build_vmcloud() {
+  local profile=${BENCH_PROFILE:-dist}
+  cargo build --profile "$profile" --locked -p vmcloud >/dev/null 2>&1
+  echo "${CARGO_TARGET_DIR:-target}/$profile/vmcloud"
+}

@@ -31,11 +31,14 @@ pub enum LogFormat {
 pub struct Config {
     /// Address the HTTP server listens on.
     pub bind: SocketAddr,
-    /// Where the embedded database, keys and VM files live.
+    /// Where the embedded database, keys and VM files live. Like every path
+    /// setting, made absolute at load (see [`Config::make_paths_absolute`]).
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     /// A tracing filter directive, e.g. `info` or `vmcloud_server=debug,info`.
-    pub log_level: String,
+    /// Unset means the command's own level: `info` for the long-running
+    /// `serve` and `worker`, `warn` for the one-shot ones.
+    pub log_level: Option<String>,
     /// `postgres://…`; unset means SQLite at `$data_dir/vmcloud.db`.
     pub database_url: Option<SecretString>,
     /// A read replica for read-only queries.
@@ -170,7 +173,6 @@ struct Defaults {
     bind: &'static str,
     data_dir: &'static str,
     log_format: LogFormat,
-    log_level: &'static str,
     database_max_connections: u32,
     redis_prefix: &'static str,
     request_timeout_secs: u64,
@@ -209,7 +211,6 @@ const DEFAULTS: Defaults = Defaults {
     bind: "127.0.0.1:8080",
     data_dir: "./data",
     log_format: LogFormat::Text,
-    log_level: "info",
     database_max_connections: 10,
     redis_prefix: "vmcloud:",
     request_timeout_secs: 30,
@@ -258,14 +259,37 @@ pub enum ConfigError {
 impl Config {
     /// Loads and validates the configuration. `file` is an explicit
     /// `--config`; without one, `vmcloud.toml` in the working directory is
-    /// read if present.
+    /// read if present. Relative paths, in the file too, are taken from the
+    /// working directory.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let file = match file {
             Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
             Some(path) => Some(path.to_path_buf()),
             None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
         };
-        Self::from_figment(&Self::figment(file.as_deref()))
+        let mut config = Self::from_figment(&Self::figment(file.as_deref()))?;
+        config.make_paths_absolute()?;
+        Ok(config)
+    }
+
+    /// Makes every path setting absolute against the working directory, so
+    /// none reaches code that runs elsewhere (QEMU, libvirt, workers) or
+    /// refuses relative paths (the hypervisor drivers). A new path setting
+    /// belongs in this list.
+    pub fn make_paths_absolute(&mut self) -> Result<(), ConfigError> {
+        let settings = [
+            ("data_dir", Some(&mut self.data_dir)),
+            ("demo_image", self.demo_image.as_mut()),
+            ("image_import_dir", self.image_import_dir.as_mut()),
+        ];
+        for (name, path) in settings {
+            if let Some(path) = path {
+                *path = std::path::absolute(&*path).map_err(|err| {
+                    ConfigError::Invalid(format!("{name} {}: {err}", path.display()))
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// The built-in defaults alone, ignoring files and the environment: the
@@ -300,7 +324,9 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every setting; [`Config::load`] does, and so must code that
+    /// changes settings after it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         for (name, url) in [
             ("database_url", &self.database_url),
@@ -375,8 +401,10 @@ impl Config {
                 self.ssh_port_min, self.ssh_port_max
             ));
         }
-        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
-            return invalid(format!("log_level {:?}: {err}", self.log_level));
+        if let Some(level) = &self.log_level
+            && let Err(err) = tracing_subscriber::EnvFilter::try_new(level)
+        {
+            return invalid(format!("log_level {level:?}: {err}"));
         }
         for (name, value, min, max) in [
             (
@@ -542,8 +570,9 @@ mod tests {
         Jail::expect_with(|jail| {
             let config = load_in(jail, None).expect("defaults are valid");
             assert_eq!(config.bind, "127.0.0.1:8080".parse().expect("addr"));
-            assert_eq!(config.data_dir, PathBuf::from("./data"));
+            assert_eq!(config.data_dir, jail.directory().join("data"));
             assert_eq!(config.log_format, LogFormat::Text);
+            assert_eq!(config.log_level, None);
             assert!(config.database_url.is_none());
             assert!(config.redis_url.is_none());
             Ok(())
@@ -680,7 +709,10 @@ mod tests {
     fn image_import_settings_are_parsed_and_checked() {
         Jail::expect_with(|jail| {
             let config = load_in(jail, None).expect("defaults");
-            assert_eq!(config.image_import_dir(), PathBuf::from("./data/imports"));
+            assert_eq!(
+                config.image_import_dir(),
+                jail.directory().join("data/imports")
+            );
             assert!(config.image_download_allowed_hosts.is_empty());
             jail.set_env("VMCLOUD_IMAGE_IMPORT_DIR", "/srv/images");
             jail.set_env(
@@ -712,6 +744,32 @@ mod tests {
             jail.set_env("VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_HOSTS", "[]");
             jail.set_env("VMCLOUD_IMAGE_DOWNLOAD_ALLOWED_NETWORKS", "[\"10.20.0.0\"]");
             assert!(load_in(jail, None).is_err(), "a network needs its prefix");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_working_directory() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "paths.toml",
+                "data_dir = \"state\"\nimage_import_dir = \"./incoming\"",
+            )?;
+            jail.set_env("VMCLOUD_DEMO_IMAGE", "guest/disk.qcow2");
+            let config = load_in(jail, Some("paths.toml")).expect("valid");
+            let here = jail.directory();
+            assert_eq!(config.data_dir, here.join("state"));
+            assert_eq!(config.image_import_dir(), here.join("incoming"));
+            assert_eq!(config.demo_image, Some(here.join("guest/disk.qcow2")));
+
+            jail.clear_env();
+            jail.set_env("VMCLOUD_DATA_DIR", "/srv/vmcloud");
+            let config = load_in(jail, None).expect("valid");
+            assert_eq!(config.data_dir, PathBuf::from("/srv/vmcloud"));
+            assert_eq!(
+                config.image_import_dir(),
+                PathBuf::from("/srv/vmcloud/imports")
+            );
             Ok(())
         });
     }

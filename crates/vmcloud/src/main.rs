@@ -27,6 +27,10 @@ struct Cli {
     /// Configuration file (default: ./vmcloud.toml when it exists).
     #[arg(long, global = true, env = "VMCLOUD_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
+    /// A tracing filter, e.g. `debug` (default: the `log_level` setting, else
+    /// `info` for `serve` and `worker` and `warn` for the other commands).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -97,15 +101,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", http::openapi::document());
         return Ok(());
     }
-    let mut config = Config::load(cli.config.as_deref())?;
+    let config_file = cli.config.map(std::path::absolute).transpose()?;
+    let mut config = Config::load(config_file.as_deref())?;
     if let Command::Serve {
         demo: true,
         demo_image,
     } = &command
     {
         config.demo_image = Some(demo_image.clone());
+        config.make_paths_absolute()?;
     }
-    telemetry::init_logging(config.log_format, &config.log_level);
+    if let Some(level) = cli.log_level {
+        config.log_level = Some(level);
+        config.validate()?;
+    }
+    // The long-running commands narrate; the one-shot ones print their
+    // result and log only what went wrong.
+    let default_level = match command {
+        Command::Serve { .. } | Command::Worker => "info",
+        _ => "warn",
+    };
+    telemetry::init_logging(
+        config.log_format,
+        config.log_level.as_deref().unwrap_or(default_level),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,8 +136,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Migrate => {
                 let database = db::Database::connect(&config.database()).await?;
                 database.migrate().await?;
-                tracing::info!("migrations applied");
                 database.close().await;
+                println!("migrations applied");
                 Ok(())
             }
             Command::Admin {

@@ -217,10 +217,27 @@ fn admin_create_user_reads_the_password_from_stdin() {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
+    // Its result, on one line, and no log: the migrations it ran are not
+    // the operator's business unless asked for.
     let stdout = String::from_utf8_lossy(&created.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout.contains("Admin account root@example.org"),
         "{stdout}"
+    );
+    assert_eq!(String::from_utf8_lossy(&created.stderr), "");
+    let mut verbose = vmcloud(&dir);
+    verbose.args(["--log-level", "info"]);
+    let logged = create_user(
+        verbose,
+        "ops@example.org",
+        "support",
+        "a long enough passphrase",
+    );
+    assert!(logged.status.success());
+    assert!(
+        !String::from_utf8_lossy(&logged.stderr).is_empty(),
+        "--log-level info shows the start-up log"
     );
 
     assert_fails_with(

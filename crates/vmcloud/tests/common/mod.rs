@@ -22,7 +22,6 @@ pub fn vmcloud(dir: &TempDir) -> Command {
             command.env_remove(key);
         }
     }
-    command.env("VMCLOUD_LOG_LEVEL", "warn");
     command
 }
 
