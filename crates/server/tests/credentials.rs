@@ -12,6 +12,12 @@ use vmcloud_server::db::entities::user::UserRole;
 
 const PASSWORD: &str = "correct horse battery staple";
 
+/// Suspends the account `id` as the admin `root`.
+async fn suspend(app: &TestApp, root: &Session, id: &str) {
+    let path = format!("/api/v1/admin/users/{id}/suspend");
+    assert_eq!(app.status_of(Method::POST, &path, root).await, 200);
+}
+
 /// A read-write API token of `session`'s account.
 async fn api_token(app: &TestApp, session: &Session) -> Session {
     let response = app
@@ -219,16 +225,7 @@ async fn revocations_survive_a_restart() {
     let (_, ada) = app
         .signed_in("ada@example.org", PASSWORD, UserRole::Customer)
         .await;
-    let suspended = app
-        .authed(
-            Method::POST,
-            &format!("/api/v1/admin/users/{mallory_id}/suspend"),
-            &root,
-        )
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(suspended.status(), 200);
+    suspend(&app, &root, &mallory_id).await;
     let logout = app
         .authed(Method::POST, "/api/v1/auth/logout", &ada)
         .send()
@@ -348,16 +345,7 @@ async fn a_suspended_account_learns_it_only_with_the_right_password() {
     let ada_id = app
         .create_user("ada@example.org", PASSWORD, UserRole::Customer)
         .await;
-    let suspended = app
-        .authed(
-            Method::POST,
-            &format!("/api/v1/admin/users/{ada_id}/suspend"),
-            &root,
-        )
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(suspended.status(), 200);
+    suspend(&app, &root, &ada_id).await;
     let login = async |password: &str| {
         app.post_json(
             "/api/v1/auth/login",
