@@ -89,3 +89,20 @@ build_vmcloud() {
   cargo build --profile "$profile" --locked -p vmcloud >/dev/null 2>&1
   echo "${CARGO_TARGET_DIR:-target}/$profile/vmcloud"
 }
+
+# prune_target_dir DIR: a cargo target dir kept between runs only grows (every
+# changed crate leaves its old builds behind), and a full disk fails the link
+# with a bus error. Drop its incremental state, and the whole dir when it
+# passes 40 GiB or less than 25 GiB are left on its disk.
+prune_target_dir() {
+  local dir=$1
+  [ -d "$dir" ] || return 0
+  rm -rf "$dir"/*/incremental
+  local used_gib free_gib
+  used_gib=$(( $(du -sk "$dir" | cut -f1) / 1048576 ))
+  free_gib=$(( $(df -Pk "$dir" | awk 'NR == 2 { print $4 }') / 1048576 ))
+  if [ "$used_gib" -gt 40 ] || [ "$free_gib" -lt 25 ]; then
+    echo "Removing $dir (${used_gib} GiB, ${free_gib} GiB free on its disk)" >&2
+    rm -rf "$dir"
+  fi
+}

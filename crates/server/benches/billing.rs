@@ -40,7 +40,7 @@ use vmcloud_server::modules::billing;
 
 // The tests' rows, of which the bench needs the catalogue.
 #[allow(dead_code)]
-#[path = "../tests/common/rows.rs"]
+#[path = "../tests/suite/common/rows.rs"]
 mod rows;
 
 const INSTANCES_PER_ACCOUNT: usize = 10;
