@@ -229,7 +229,10 @@ async fn an_admin_stops_and_deletes_a_customers_instance() {
     let stop: Value = stop.json().await.expect("json");
     cloud.finished(&ada, &id, &stop).await;
     let stopped = cloud.instance(&ada, &id).await;
-    assert_eq!(stopped["status"], "stopped", "the owner sees it stopped");
+    assert_eq!(
+        stopped["status"], "stopped",
+        "the owner sees it stopped: {stopped}"
+    );
     let node = stopped["node"].clone();
     assert!(node.is_null(), "owners are not shown the node");
 

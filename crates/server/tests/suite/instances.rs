@@ -220,7 +220,8 @@ async fn whole_life(cloud: &Cloud, guest: &Path) -> String {
     cloud.act(&customer, &id, json!({"type": "reboot"})).await;
     assert_eq!(ssh(&private_key, &access, "hostname").await, "ada-web-1");
     cloud.act(&customer, &id, json!({"type": "stop"})).await;
-    assert_eq!(cloud.instance(&customer, &id).await["status"], "stopped");
+    let stopped = cloud.instance(&customer, &id).await;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
     let refused = app
         .send_json(
             Method::POST,

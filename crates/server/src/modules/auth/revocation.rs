@@ -1,8 +1,10 @@
 //! Cutting off access tokens before they expire. Tokens are self-contained,
 //! so revocation lives in the cache (shared by every replica through Redis)
 //! for as long as a revoked token could still be presented. An in-process
-//! cache forgets on restart, so without Redis each request asks the
-//! database whether its session still stands instead.
+//! cache forgets on restart, so without Redis the database says whether a
+//! session still stands, asked at most every [`STANDING_TTL`] per session.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -87,11 +89,32 @@ pub async fn end_sessions_of(
     Ok(ended.len())
 }
 
+/// How long, without Redis, a session the database found standing is taken
+/// as standing without asking again. Revocations made by this process take
+/// effect at once (their cache mark is checked first); those made by another
+/// process on the same database (`vmcloud admin set-password`) within this.
+pub const STANDING_TTL: Duration = Duration::from_secs(2);
+
+fn standing_key(session_id: uuid::Uuid) -> String {
+    format!("auth:standing:sid:{session_id}")
+}
+
 /// Whether the token's session was ended.
 pub async fn is_revoked(db: &Database, cache: &Cache, claims: &Claims) -> Result<bool> {
+    let revoked_mark = session_key(claims.sid);
     if cache.survives_restart() {
-        Ok(cache.any_exists(&[&session_key(claims.sid)]).await?)
-    } else {
-        sessions::is_ended(db, claims.sid).await
+        return Ok(cache.any_exists(&[&revoked_mark]).await?);
     }
+    if cache.any_exists(&[&revoked_mark]).await? {
+        return Ok(true);
+    }
+    let standing_mark = standing_key(claims.sid);
+    if cache.any_exists(&[&standing_mark]).await? {
+        return Ok(false);
+    }
+    let ended = sessions::is_ended(db, claims.sid).await?;
+    if !ended {
+        cache.set(&standing_mark, b"1", Some(STANDING_TTL)).await?;
+    }
+    Ok(ended)
 }

@@ -10,14 +10,14 @@ use rand::RngCore as _;
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, Condition, EntityTrait as _, QueryFilter as _,
-    QueryOrder as _,
+    QueryOrder as _, QuerySelect as _,
 };
 use sha2::{Digest as _, Sha256};
 
 use crate::db::Database;
 use crate::db::entities::{now, refresh_token};
 use crate::error::{Error, Result};
-use crate::ids::UserId;
+use crate::ids::{RefreshTokenId, UserId};
 
 pub const REFRESH_TOKEN_TTL: Duration = Duration::days(7);
 /// An impersonation session ends after this, whatever its refreshes.
@@ -211,9 +211,12 @@ pub async fn revoke_session(db: &Database, session_id: uuid::Uuid) -> Result<()>
 /// reused) or never existed: none of its refresh tokens is left unrevoked.
 /// One indexed look-up by family.
 pub async fn is_ended(db: &Database, session_id: uuid::Uuid) -> Result<bool> {
-    let standing = refresh_token::Entity::find()
+    let standing: Option<RefreshTokenId> = refresh_token::Entity::find()
+        .select_only()
+        .column(refresh_token::Column::Id)
         .filter(refresh_token::Column::FamilyId.eq(session_id))
         .filter(refresh_token::Column::RevokedAt.is_null())
+        .into_tuple()
         .one(db.writer())
         .await?;
     Ok(standing.is_none())
