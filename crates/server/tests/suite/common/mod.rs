@@ -34,6 +34,24 @@ pub struct TestDatabase {
     pub pg_name: Option<String>,
 }
 
+/// VMs outlive the server that started them, as they must in production;
+/// a test's VMs end with its data directory, so that none keeps running
+/// (and taking CPU from later tests) after the test.
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Ok(vms) = std::fs::read_dir(self.dir.path().join("vms")) else {
+            return;
+        };
+        for vm in vms.flatten() {
+            if let Ok(pid) = std::fs::read_to_string(vm.path().join("qemu.pid")) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid.trim()])
+                    .status();
+            }
+        }
+    }
+}
+
 impl TestDatabase {
     pub async fn fresh() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
