@@ -92,16 +92,18 @@ build_vmcloud() {
 
 # prune_target_dir DIR: a cargo target dir kept between runs only grows (every
 # changed crate leaves its old builds behind), and a full disk fails the link
-# with a bus error. Drop its incremental state, and the whole dir when it
-# passes 40 GiB or less than 25 GiB are left on its disk.
+# with a bus error. Drop what a build of a changed workspace makes again
+# anyway (incremental state, linked test and binary executables) and keep the
+# dependencies; start over only if that is not enough.
 prune_target_dir() {
   local dir=$1
   [ -d "$dir" ] || return 0
   rm -rf "$dir"/*/incremental
+  find "$dir"/*/deps -maxdepth 1 -type f -perm -u+x ! -name '*.*' -delete 2>/dev/null || true
   local used_gib free_gib
   used_gib=$(( $(du -sk "$dir" | cut -f1) / 1048576 ))
   free_gib=$(( $(df -Pk "$dir" | awk 'NR == 2 { print $4 }') / 1048576 ))
-  if [ "$used_gib" -gt 40 ] || [ "$free_gib" -lt 25 ]; then
+  if [ "$used_gib" -gt 60 ] || [ "$free_gib" -lt 10 ]; then
     echo "Removing $dir (${used_gib} GiB, ${free_gib} GiB free on its disk)" >&2
     rm -rf "$dir"
   fi
