@@ -240,6 +240,7 @@ pub async fn create_coupon(
     Ok((StatusCode::CREATED, Json(made)))
 }
 
+/// One coupon, with how often it was redeemed.
 #[utoipa::path(get, path = "/admin/billing/coupons/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path)),
     responses((status = 200, body = CouponView), (status = 404, body = Problem, content_type = "application/problem+json")))]

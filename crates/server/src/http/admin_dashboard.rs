@@ -16,7 +16,7 @@ use crate::modules::monitoring::{self, Dashboard};
 /// jobs and payment failures of the last 7 days.
 #[utoipa::path(get, path = "/admin/dashboard", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = Dashboard), (status = 403, body = Problem, content_type = "application/problem+json")))]
-pub async fn dashboard(
+pub async fn overview(
     State(state): State<AppState>,
     Admin(actor): Admin,
 ) -> Result<Json<Dashboard>> {

@@ -75,7 +75,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TicketedUpgrade {
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The instance is not up (`state`)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn issue_console_ticket(
+pub async fn issue_ticket(
     State(state): State<AppState>,
     CurrentUser(actor): CurrentUser,
     client: ClientInfo,
@@ -97,7 +97,7 @@ pub async fn issue_console_ticket(
         (status = 401, description = "No ticket, or one unknown, expired, used or for another instance", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The VM is not running (`state`)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn serial_console(
+pub async fn serial(
     State(state): State<AppState>,
     Path(id): Path<InstanceId>,
     TicketedUpgrade { upgrade, ticket }: TicketedUpgrade,
@@ -115,7 +115,7 @@ pub async fn serial_console(
         (status = 401, description = "No ticket, or one unknown, expired, used or for another instance", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The VM is not running (`state`)", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn vnc_console(
+pub async fn vnc(
     State(state): State<AppState>,
     Path(id): Path<InstanceId>,
     TicketedUpgrade { upgrade, ticket }: TicketedUpgrade,

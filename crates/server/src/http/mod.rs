@@ -137,7 +137,7 @@ impl AppState {
 
 /// The whole HTTP application of `vmcloud serve`.
 pub fn router(state: AppState) -> Router {
-    let (api, document) = openapi::api_router().split_for_parts();
+    let (api, document) = openapi::api();
     let routes = Router::new()
         .merge(api.route_layer(from_fn(metrics::track)))
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", document));

@@ -13,6 +13,9 @@ use crate::http::request_id::RequestId;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
+/// An RFC 9457 problem: the body of every error response. Problem-specific
+/// members (`limit`, `state`, `reason`, the failing `checks` of `/readyz`)
+/// may follow the standard ones.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A stable identifier of the kind of problem, e.g.
@@ -26,9 +29,11 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// Problem-specific members, such as the failing checks of `/readyz`.
+    /// Problem-specific members beside the standard ones (`limit`, `state`,
+    /// `reason`, the failing `checks` of `/readyz`); the schema leaves
+    /// additional properties open for them.
     #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
-    #[schema(value_type = Object)]
+    #[schema(ignore)]
     pub extensions: serde_json::Map<String, serde_json::Value>,
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
