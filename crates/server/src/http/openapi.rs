@@ -380,6 +380,8 @@ fn describe_by_status(code: &str, response: &mut Response) {
             .parse::<StatusCode>()
             .ok()
             .and_then(|status| status.canonical_reason());
-        reason.unwrap_or("Success").clone_into(&mut response.description);
+        reason
+            .unwrap_or("Success")
+            .clone_into(&mut response.description);
     }
 }
