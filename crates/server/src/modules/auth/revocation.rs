@@ -101,12 +101,11 @@ fn standing_key(session_id: uuid::Uuid) -> String {
 
 /// Whether the token's session was ended.
 pub async fn is_revoked(db: &Database, cache: &Cache, claims: &Claims) -> Result<bool> {
-    let revoked_mark = session_key(claims.sid);
-    if cache.survives_restart() {
-        return Ok(cache.any_exists(&[&revoked_mark]).await?);
-    }
-    if cache.any_exists(&[&revoked_mark]).await? {
+    if cache.any_exists(&[&session_key(claims.sid)]).await? {
         return Ok(true);
+    }
+    if cache.survives_restart() {
+        return Ok(false);
     }
     let standing_mark = standing_key(claims.sid);
     if cache.any_exists(&[&standing_mark]).await? {
